@@ -1,0 +1,42 @@
+"""ppo_bridge: the PPO core shared by the gymnasium adapter (classic) and the LM adapter (lm).
+
+Every PPO formula lives here once, as small functions over torch tensors with optional masks:
+
+- `gae`: generalised advantage estimation with terminations, truncations and padding masks.
+- `losses`: masked mean / whitening, the clipped surrogate, the (clipped) value loss, entropy.
+- `kl`: the k1, k2, k3 KL estimators and the fixed / adaptive KL controllers.
+- `update`: the epochs x shuffled-minibatches update loop.
+- `config`: `PPOConfig`, validated at construction.
+"""
+
+from ppo_bridge.config import PPOConfig
+from ppo_bridge.gae import gae
+from ppo_bridge.kl import AdaptiveKLController, FixedKLController, KLController, kl_estimate
+from ppo_bridge.losses import (
+    clipped_surrogate_loss,
+    entropy_bonus,
+    explained_variance,
+    masked_mean,
+    masked_var,
+    masked_whiten,
+    value_loss,
+)
+from ppo_bridge.update import Evaluation, ppo_update
+
+__all__ = [
+    "AdaptiveKLController",
+    "Evaluation",
+    "FixedKLController",
+    "KLController",
+    "PPOConfig",
+    "clipped_surrogate_loss",
+    "entropy_bonus",
+    "explained_variance",
+    "gae",
+    "kl_estimate",
+    "masked_mean",
+    "masked_var",
+    "masked_whiten",
+    "ppo_update",
+    "value_loss",
+]

@@ -1,0 +1,75 @@
+"""`PPOConfig`: the hyperparameters of the PPO update, validated at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+AdvantageNorm = Literal["minibatch", "batch", "off"]
+
+
+@dataclass
+class PPOConfig:
+    """Hyperparameters shared by every adapter. Defaults follow CleanRL / SB3 for classic control.
+
+    loss = policy_loss + vf_coef * value_loss - ent_coef * entropy
+    """
+
+    lr: float = 3e-4
+    anneal_lr: bool = False  # linear decay to 0 over training (progress 0 -> 1)
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    clip_vf: float | None = None  # value clipping range; None = unclipped value loss
+    vf_coef: float = 0.5
+    ent_coef: float = 0.0
+    n_epochs: int = 10
+    minibatch_size: int = 64  # samples per gradient step (env steps, or sequences for lm)
+    grad_accum_steps: int = 1  # micro-batches per gradient step
+    max_grad_norm: float | None = 0.5
+    target_kl: float | None = None  # stop the epochs once approx_kl > 1.5 * target_kl (SB3)
+    normalize_advantages: AdvantageNorm = "minibatch"
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(msg)
+
+        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(0.0 <= self.gamma <= 1.0, f"gamma must be in [0, 1], got {self.gamma}")
+        need(0.0 <= self.gae_lambda <= 1.0, f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        need(self.clip_eps > 0, f"clip_eps must be > 0, got {self.clip_eps}")
+        need(
+            self.clip_vf is None or self.clip_vf > 0,
+            f"clip_vf must be > 0 or None (no value clipping), got {self.clip_vf}",
+        )
+        need(self.vf_coef >= 0, f"vf_coef must be >= 0, got {self.vf_coef}")
+        need(self.ent_coef >= 0, f"ent_coef must be >= 0, got {self.ent_coef}")
+        need(self.n_epochs >= 1, f"n_epochs must be >= 1, got {self.n_epochs}")
+        need(self.minibatch_size >= 1, f"minibatch_size must be >= 1, got {self.minibatch_size}")
+        need(
+            self.grad_accum_steps >= 1 and self.minibatch_size % self.grad_accum_steps == 0,
+            f"grad_accum_steps ({self.grad_accum_steps}) must be >= 1 and divide "
+            f"minibatch_size ({self.minibatch_size})",
+        )
+        need(
+            self.max_grad_norm is None or self.max_grad_norm > 0,
+            f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}",
+        )
+        need(
+            self.target_kl is None or self.target_kl > 0,
+            f"target_kl must be > 0 or None, got {self.target_kl}",
+        )
+        need(
+            self.normalize_advantages in ("minibatch", "batch", "off"),
+            "normalize_advantages must be 'minibatch', 'batch' or 'off', "
+            f"got {self.normalize_advantages!r}",
+        )
+
+    def check_batch_size(self, batch_size: int) -> None:
+        """Raise a clear error unless `batch_size` samples split into whole minibatches."""
+        if batch_size < self.minibatch_size or batch_size % self.minibatch_size != 0:
+            raise ValueError(
+                f"the batch of {batch_size} samples does not split into minibatches of "
+                f"{self.minibatch_size}: choose a minibatch_size that divides {batch_size}"
+            )

@@ -1,0 +1,103 @@
+"""The PPO loss terms as masked, pure functions.
+
+Every function takes an optional `mask` (1 = real position, 0 = padding) so that the same code
+averages over a flat batch of env steps (mask None) and over the real tokens of padded responses.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def masked_mean(x: Tensor, mask: Tensor | None = None, dim: int | None = None) -> Tensor:
+    """Mean of `x` over the positions where `mask` is 1 (all positions if `mask` is None)."""
+    if mask is None:
+        return x.mean() if dim is None else x.mean(dim)
+    mask = mask.to(x.dtype)
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1.0)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
+
+
+def masked_var(x: Tensor, mask: Tensor | None = None, unbiased: bool = True) -> Tensor:
+    """Variance of `x` over the real positions, with Bessel's correction by default."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    if unbiased:
+        n = x.numel() if mask is None else mask.sum()
+        var = var * n / max(n - 1, 1)
+    return var
+
+
+def masked_whiten(
+    x: Tensor, mask: Tensor | None = None, shift_mean: bool = True, eps: float = 1e-8
+) -> Tensor:
+    """Advantage normalisation: (x - mean) / (std + eps) over real positions; padding stays 0."""
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    whitened = (x - mean) / (var.sqrt() + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened if mask is None else whitened * mask.to(x.dtype)
+
+
+def clipped_surrogate_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    clip_eps: float,
+    mask: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO's clipped surrogate, as a loss to minimise:
+
+        r = pi_new(a|s) / pi_old(a|s)
+        L = -E[min(r A, clip(r, 1 - eps, 1 + eps) A)]
+
+    Outside the trust region on the side where clipping binds the gradient is exactly zero.
+    Also returns `clipfrac` (share of positions where the clip binds), `approx_kl` (k3 estimate of
+    KL(old || new)) and `ratio` (mean r), all detached.
+    """
+    log_ratio = logprobs - old_logprobs
+    ratio = log_ratio.exp()
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        stats = {
+            "clipfrac": masked_mean(((ratio - 1.0).abs() > clip_eps).to(ratio.dtype), mask),
+            "approx_kl": masked_mean((ratio - 1.0) - log_ratio, mask),
+            "ratio": masked_mean(ratio, mask),
+        }
+    return loss, stats
+
+
+def value_loss(
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    clip_eps: float | None = None,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Squared-error value loss, 0.5 * (V - R)^2, optionally clipped around the old values:
+
+        V_clip = V_old + clip(V - V_old, -eps, eps)
+        L_V    = 0.5 * E[max((V - R)^2, (V_clip - R)^2)]
+    """
+    err = (values - returns) ** 2
+    if clip_eps is not None:
+        v_clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
+        err = torch.maximum(err, (v_clipped - returns) ** 2)
+    return 0.5 * masked_mean(err, mask)
+
+
+def entropy_bonus(entropy: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean policy entropy H(pi(.|s)) over real positions; the loss subtracts ent_coef times it."""
+    return masked_mean(entropy, mask)
+
+
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor | None = None) -> float:
+    """1 - Var[R - V] / Var[R]: 1 = perfect critic, 0 = no better than a constant, NaN if Var[R]=0."""
+    var_returns = masked_var(returns, mask)
+    if var_returns.item() == 0.0:
+        return float("nan")
+    return float(1.0 - masked_var(returns - values, mask) / var_returns)
