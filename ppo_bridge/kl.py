@@ -52,8 +52,8 @@ class FixedKLController:
 class AdaptiveKLController:
     """Ziegler et al. (2019): steer the measured KL towards `target`.
 
-        e     = clip(KL / target - 1, -0.2, 0.2)
-        beta <- beta * (1 + e * n_steps / horizon)
+    e     = clip(KL / target - 1, -0.2, 0.2)
+    beta <- beta * (1 + e * n_steps / horizon)
     """
 
     def __init__(self, init_beta: float, target: float, horizon: int) -> None:

@@ -80,8 +80,8 @@ def value_loss(
 ) -> Tensor:
     """Squared-error value loss, 0.5 * (V - R)^2, optionally clipped around the old values:
 
-        V_clip = V_old + clip(V - V_old, -eps, eps)
-        L_V    = 0.5 * E[max((V - R)^2, (V_clip - R)^2)]
+    V_clip = V_old + clip(V - V_old, -eps, eps)
+    L_V    = 0.5 * E[max((V - R)^2, (V_clip - R)^2)]
     """
     err = (values - returns) ** 2
     if clip_eps is not None:
@@ -96,7 +96,7 @@ def entropy_bonus(entropy: Tensor, mask: Tensor | None = None) -> Tensor:
 
 
 def explained_variance(values: Tensor, returns: Tensor, mask: Tensor | None = None) -> float:
-    """1 - Var[R - V] / Var[R]: 1 = perfect critic, 0 = no better than a constant, NaN if Var[R]=0."""
+    """1 - Var[R - V] / Var[R]: 1 = perfect critic, 0 = a constant guess, NaN if Var[R]=0."""
     var_returns = masked_var(returns, mask)
     if var_returns.item() == 0.0:
         return float("nan")
