@@ -86,14 +86,24 @@ class PPOAgent:
         return int(action), float(log_prob), float(value)
 
     def store_transition(
-        self, state: np.ndarray, action: int, reward: float, done: bool, log_prob: float, value: float
+        self,
+        state: np.ndarray,
+        action: int,
+        reward: float,
+        done: bool,
+        log_prob: float,
+        value: float,
     ) -> None:
-        self.buffer.append((np.asarray(state, dtype=np.float32), action, reward, done, log_prob, value))
+        self.buffer.append(
+            (np.asarray(state, dtype=np.float32), action, reward, done, log_prob, value)
+        )
 
     def update(self, next_state: np.ndarray | None = None) -> dict[str, float]:
         """GAE over the stored rollout, then the PPO epochs; clears the buffer."""
         if not self.buffer:
-            raise RuntimeError("PPOAgent.update: no transitions stored; call store_transition first")
+            raise RuntimeError(
+                "PPOAgent.update: no transitions stored; call store_transition first"
+            )
         states, actions, rewards, dones, log_probs, values = zip(*self.buffer, strict=True)
         self.buffer.clear()
         dev = self.device
@@ -118,6 +128,7 @@ class PPOAgent:
             "advantages": advantages,
             "returns": returns,
         }
+
         def evaluate(mb: dict[str, torch.Tensor]) -> Evaluation:
             return Evaluation(*self.net.evaluate(mb["obs"], mb["actions"]))
 
