@@ -1,0 +1,274 @@
+"""Ours (classic.train presets) vs Stable-Baselines3 PPO with rl-zoo's tuned hyperparameters.
+
+    python -m bench.classic --env CartPole-v1 --seeds 5
+    python -m bench.classic --env LunarLander-v3 --seeds 5 --sb3-seeds 1
+
+Both sides run in this process with torch.set_num_threads(1), seed after seed (ours, then SB3),
+and are measured alike: every --eval-every env steps the deterministic policy plays 20 episodes
+(classic.evaluate.evaluate_policy, for both); once their mean reaches the threshold it is
+confirmed on the 100 final-evaluation episodes, and training stops. "Steps/wall to threshold" is
+the first confirmed evaluation; evaluation time is excluded from every wall-clock. The same-work
+row runs our trainer with SB3's exact CartPole hyperparameters for the same number of steps.
+SB3 is a bench-only dependency (pip install stable-baselines3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from classic.config import TrainConfig
+from classic.evaluate import evaluate_policy
+from classic.train import FINAL_EVAL_SEED, PERIODIC_EVAL_SEED, train
+
+THRESHOLDS = {"CartPole-v1": 475.0, "LunarLander-v3": 200.0}
+
+
+def lin(initial: float) -> Callable[[float], float]:
+    """rl-zoo's lin_<x>: x * progress_remaining (1 -> 0 over training)."""
+    return lambda progress_remaining: progress_remaining * initial
+
+
+# rl-zoo hyperparams/ppo.yml (https://github.com/DLR-RM/rl-baselines3-zoo), PPO section;
+# LunarLander-v3 uses the LunarLander-v2 entry. n_timesteps is the budget of both sides.
+ZOO: dict[str, dict[str, Any]] = {
+    "CartPole-v1": dict(
+        n_envs=8,
+        n_timesteps=100_000,
+        n_steps=32,
+        batch_size=256,
+        gae_lambda=0.8,
+        gamma=0.98,
+        n_epochs=20,
+        ent_coef=0.0,
+        learning_rate=lin(0.001),
+        clip_range=lin(0.2),
+    ),
+    "LunarLander-v3": dict(
+        n_envs=16,
+        n_timesteps=1_000_000,
+        n_steps=1024,
+        batch_size=64,
+        gae_lambda=0.98,
+        gamma=0.999,
+        n_epochs=4,
+        ent_coef=0.01,
+    ),
+}
+
+
+def zoo_as_ours(env_id: str, **overrides: Any) -> TrainConfig:
+    """Our TrainConfig doing SB3's work: rl-zoo's hyperparameters (the clip is not annealed)."""
+    z = ZOO[env_id]
+    return TrainConfig(
+        env_id=env_id,
+        n_envs=z["n_envs"],
+        n_steps=z["n_steps"],
+        minibatch_size=z["batch_size"],
+        n_epochs=z["n_epochs"],
+        gamma=z["gamma"],
+        gae_lambda=z["gae_lambda"],
+        ent_coef=z["ent_coef"],
+        lr=z["learning_rate"](1.0) if callable(z.get("learning_rate")) else 3e-4,
+        anneal_lr=callable(z.get("learning_rate")),
+        **overrides,
+    )
+
+
+def run_ours(cfg: TrainConfig) -> dict[str, Any]:
+    r = train(cfg)
+    return {
+        "side": "ours",
+        "seed": cfg.seed,
+        "steps_to_threshold": r.threshold_steps,
+        "wall_to_threshold": r.threshold_wall_s,
+        "final_eval": r.eval_mean,
+        "total_steps": r.total_steps,
+        "wall_s": r.wall_s,
+        "sps": r.sps,
+    }
+
+
+def run_sb3(
+    env_id: str,
+    seed: int,
+    *,
+    budget: int,
+    eval_every: int,
+    screen_episodes: int = 20,
+    final_episodes: int = 100,
+) -> dict[str, Any]:
+    """SB3 PPO with the rl-zoo hyperparameters and our evaluation protocol (eval_every 0: none)."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    target = THRESHOLDS[env_id]
+    zoo = {k: v for k, v in ZOO[env_id].items() if k not in ("n_envs", "n_timesteps")}
+
+    class Threshold(BaseCallback):
+        """Evaluate every eval_every steps (time excluded); stop once the threshold is confirmed."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.eval_s, self.next_eval, self.hit, self.final = 0.0, eval_every, None, None
+
+        def _on_training_start(self) -> None:
+            self.start = time.perf_counter()
+
+        def _on_step(self) -> bool:
+            if not eval_every or self.num_timesteps < self.next_eval:
+                return True
+            self.next_eval += eval_every
+            tic = time.perf_counter()
+            screen = evaluate_policy(
+                policy, env_id, screen_episodes, seed=PERIODIC_EVAL_SEED + seed
+            )
+            if screen.mean() >= target:
+                final = evaluate_policy(policy, env_id, final_episodes, seed=FINAL_EVAL_SEED + seed)
+                if final.mean() >= target:
+                    self.hit = (self.num_timesteps, tic - self.start - self.eval_s)
+                    self.final = final
+            self.eval_s += time.perf_counter() - tic
+            return self.hit is None
+
+    torch.set_num_threads(1)
+    envs = make_vec_env(env_id, n_envs=ZOO[env_id]["n_envs"], seed=seed)
+    model = PPO("MlpPolicy", envs, seed=seed, device="cpu", verbose=0, **zoo)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        return model.predict(obs, deterministic=True)[0]
+
+    callback = Threshold()
+    tic = time.perf_counter()
+    model.learn(total_timesteps=budget, callback=callback)
+    wall = time.perf_counter() - tic - callback.eval_s
+    final = callback.final
+    if final is None and final_episodes:
+        final = evaluate_policy(policy, env_id, final_episodes, seed=FINAL_EVAL_SEED + seed)
+    return {
+        "side": "sb3",
+        "seed": seed,
+        "steps_to_threshold": None if callback.hit is None else callback.hit[0],
+        "wall_to_threshold": None if callback.hit is None else round(callback.hit[1], 3),
+        "final_eval": None if final is None else float(final.mean()),
+        "total_steps": model.num_timesteps,
+        "wall_s": round(wall, 3),
+        "sps": round(model.num_timesteps / wall, 1),
+    }
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in runs if r[key] is not None]
+    return statistics.median(values) if values else None
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def table(runs: list[dict[str, Any]], env_id: str) -> str:
+    """Per-run rows, then per-side medians and the ours/SB3 ratios (markdown)."""
+    target = THRESHOLDS[env_id]
+    lines = [
+        f"{env_id}, threshold {target:g} (confirmed on 100 deterministic episodes)",
+        "",
+        "| side | seed | steps to threshold | wall to threshold (s) | final eval (100 ep) | SPS |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r['side']} | {r['seed']} | {_fmt(r['steps_to_threshold'], 0)} | "
+            f"{_fmt(r['wall_to_threshold'], 2)} | {_fmt(r['final_eval'])} | {_fmt(r['sps'], 0)} |"
+        )
+    lines += [
+        "",
+        "| side | solved | median steps | median wall (s) | median SPS |",
+        "|---|---|---|---|---|",
+    ]
+    med = {}
+    for side in ("ours", "sb3"):
+        rs = [r for r in runs if r["side"] == side]
+        if not rs:
+            continue
+        solved = sum(r["final_eval"] is not None and r["final_eval"] >= target for r in rs)
+        med[side] = {k: _median(rs, k) for k in ("steps_to_threshold", "wall_to_threshold", "sps")}
+        lines.append(
+            f"| {side} | {solved}/{len(rs)} | {_fmt(med[side]['steps_to_threshold'], 0)} | "
+            f"{_fmt(med[side]['wall_to_threshold'], 2)} | {_fmt(med[side]['sps'], 0)} |"
+        )
+    if len(med) == 2:
+        ratios = [
+            _fmt(med["ours"][k] / med["sb3"][k], 2) if med["ours"][k] and med["sb3"][k] else "-"
+            for k in ("steps_to_threshold", "wall_to_threshold", "sps")
+        ]
+        lines.append(f"| ours/SB3 | | {ratios[0]} | {ratios[1]} | {ratios[2]} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--env", default="CartPole-v1", choices=sorted(THRESHOLDS))
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 for ours")
+    parser.add_argument("--sb3-seeds", type=int, help="seeds for SB3 (default: --seeds)")
+    parser.add_argument("--skip-sb3", action="store_true")
+    parser.add_argument("--ours-budget", type=int, help="env steps (default: our preset's)")
+    parser.add_argument("--sb3-budget", type=int, help="env steps (default: rl-zoo n_timesteps)")
+    parser.add_argument("--eval-every", type=int, help="env steps (default: our preset's)")
+    parser.add_argument(
+        "--same-work-steps", type=int, default=100_000, help="0 skips the same-work row"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    preset = TrainConfig.for_env(args.env)
+    eval_every = args.eval_every or preset.eval_every
+    sb3_seeds = (
+        0 if args.skip_sb3 else (args.sb3_seeds if args.sb3_seeds is not None else args.seeds)
+    )
+    runs = []
+    for seed in range(max(args.seeds, sb3_seeds)):
+        if seed < args.seeds:
+            cfg = TrainConfig.for_env(
+                args.env,
+                seed=seed,
+                total_timesteps=args.ours_budget or preset.total_timesteps,
+                eval_every=eval_every,
+                progress=False,
+                tensorboard=False,
+            )
+            runs.append(run_ours(cfg))
+            print(json.dumps(runs[-1]), flush=True)
+        if seed < sb3_seeds:
+            budget = args.sb3_budget or ZOO[args.env]["n_timesteps"]
+            runs.append(run_sb3(args.env, seed, budget=budget, eval_every=eval_every))
+            print(json.dumps(runs[-1]), flush=True)
+    print()
+    print(table(runs, args.env))
+    if args.env == "CartPole-v1" and args.same_work_steps:
+        n = args.same_work_steps
+        ours = run_ours(
+            zoo_as_ours(
+                args.env, total_timesteps=n, eval_episodes=0, progress=False, tensorboard=False
+            )
+        )
+        line = (
+            f"\nsame work (rl-zoo CartPole hyperparameters, {n:,} steps, seed 0): "
+            f"ours {ours['sps']:,.0f} SPS"
+        )
+        if not args.skip_sb3:
+            sb3 = run_sb3(args.env, 0, budget=n, eval_every=0, final_episodes=0)
+            line += f", SB3 {sb3['sps']:,.0f} SPS, ours/SB3 {ours['sps'] / sb3['sps']:.2f}x"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Benchmark of the LM adapter on the toy RLHF world: our PPO vs trl's RLOO and GRPO.
+
+    python -m bench.lm                      # ours (default LMPPOConfig), then RLOO, then GRPO
+    python -m bench.lm --budget 300 --skip-trl
+
+All three start from the same SFT policy and optimise the same reward (the world's reward model,
+read at the last token of BOS + prompt + response [+ EOS], exactly as lm.ppo scores), on the same
+training prompts, with 64 sampled responses per generation and the same update work (n_epochs
+passes in minibatches of minibatch_size), temperature, response budget, learning rate and KL
+coefficient; everything else is trl's default (RLOO/GRPO sample 4 responses per prompt).
+"Time to target" is the wall-clock from the start of training until the mean gold score of one
+generation batch first reaches --target; each trl run stops there or at --budget seconds. Then
+every policy is graded on the held-out prompts by one function (gold, RM, KL to the SFT policy in
+nats per response, EOS fraction). Run on a shared 2-core CPU: figures are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, TrainerCallback
+
+from lm.policy import load_causal_lm, load_reward_model, load_tokenizer
+from lm.ppo import LMPPOConfig, LMPPOTrainer
+from lm.rollout import left_pad, reward_model_scores
+from lm.train import cycle, world_gold, world_prompts
+from lm.world import build_world, default_cache_dir, gold_scores
+
+
+def run_ours(world, cfg: LMPPOConfig, target: float, out: Path) -> tuple[dict, LMPPOTrainer]:
+    """Our full default run, recording when the training batches first reach `target` gold."""
+    tokenizer = load_tokenizer(str(world.sft_dir))
+    train, _ = world_prompts(world)
+    trainer = LMPPOTrainer(
+        cfg,
+        load_causal_lm(str(world.sft_dir)),
+        tokenizer,
+        train,
+        reward_model=load_reward_model(str(world.reward_model_dir)),
+        gold_fn=world_gold,
+        out_dir=out,
+    )
+    history = trainer.train()
+    reached = next((m["time/elapsed"] for m in history if m["objective/gold"] >= target), None)
+    phases = ("time/generate", "time/score", "time/update", "time/iteration", "perf/tokens_per_s")
+    mean = {k: sum(m[k] for m in history) / len(history) for k in phases}
+    result = {
+        "time_to_target_s": reached,
+        "train_s": history[-1]["time/elapsed"],
+        "steps": len(history),
+        "phases": mean,
+        "batch_gold_last": history[-1]["objective/gold"],
+    }
+    return result, trainer
+
+
+class GoldTracker(TrainerCallback):
+    """A trl reward function (the RM, scored like ours) that also records the gold of each batch,
+    and a callback that stops training at the target gold or the time budget."""
+
+    def __init__(self, world, target: float, budget_s: float) -> None:
+        self.tokenizer = load_tokenizer(str(world.reward_model_dir))
+        self.rm = load_reward_model(str(world.reward_model_dir)).eval()
+        self.target, self.budget_s = target, budget_s
+        self.start = time.perf_counter()
+        self.batch_gold: list[float] = []
+        self.reached: float | None = None
+        self.__name__ = "reward_model"  # trl logs rewards under the function's name
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str], completions: list[str], completion_ids, **_) -> list:
+        ids = [
+            self.tokenizer(p)["input_ids"] + list(c)
+            for p, c in zip(prompts, completion_ids, strict=True)
+        ]
+        input_ids, mask = left_pad(ids, self.tokenizer.pad_token_id)
+        gold = sum(gold_scores(completions)) / len(completions)
+        self.batch_gold.append(gold)
+        if self.reached is None and gold >= self.target:
+            self.reached = time.perf_counter() - self.start
+        return reward_model_scores(self.rm, input_ids, mask).tolist()
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        if self.reached is not None or time.perf_counter() - self.start > self.budget_s:
+            control.should_training_stop = True
+
+
+def run_trl(world, kind: str, cfg: LMPPOConfig, target: float, budget_s: float):
+    """trl's RLOO or GRPO on the same policy, prompts, reward and batch, until target or budget."""
+    from datasets import load_from_disk
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    config_cls, trainer_cls = {
+        "rloo": (RLOOConfig, RLOOTrainer),
+        "grpo": (GRPOConfig, GRPOTrainer),
+    }[kind]
+    tracker = GoldTracker(world, target, budget_s)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = config_cls(
+            output_dir=tmp,
+            # one generation batch = our batch (64 completions: 16 prompts x 4), then the same
+            # update work as ours: n_epochs passes in minibatches of minibatch_size
+            per_device_train_batch_size=cfg.minibatch_size,
+            steps_per_generation=cfg.batch_size // cfg.minibatch_size,
+            num_iterations=cfg.n_epochs,
+            num_generations=4,
+            max_completion_length=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            learning_rate=cfg.lr,
+            beta=cfg.beta,
+            max_steps=100_000,  # the callback stops the run
+            logging_steps=10,
+            save_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            bf16=False,
+            gradient_checkpointing=False,
+            disable_dropout=True,
+            seed=cfg.seed,
+        )
+        trainer = trainer_cls(
+            model=AutoModelForCausalLM.from_pretrained(world.sft_dir),
+            reward_funcs=tracker,
+            args=args,
+            train_dataset=load_from_disk(str(world.prompts))["train"],
+            processing_class=load_tokenizer(str(world.sft_dir)),
+            callbacks=[tracker],
+        )
+        start = time.perf_counter()
+        trainer.train()
+        train_s = time.perf_counter() - start
+        result = {
+            "time_to_target_s": tracker.reached,
+            "train_s": train_s,
+            "steps": trainer.state.global_step,
+            "batch_gold_last": tracker.batch_gold[-1],
+        }
+        return result, trainer.model
+
+
+def held_out(grader: LMPPOTrainer, model, prompts: list[str]) -> dict[str, float]:
+    """Grade `model` on the held-out prompts with our evaluation (KL to the SFT reference)."""
+    grader.policy.lm.load_state_dict(model.state_dict())
+    return grader.evaluate(prompts)[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", type=float, default=0.9, help="gold score to reach")
+    parser.add_argument("--budget", type=float, default=600, help="seconds per trl run")
+    parser.add_argument("--skip-trl", action="store_true")
+    parser.add_argument("--out", default="runs/bench_lm")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # as lm.train; 2 threads are ~10x slower on the shared 2-core CPU
+    world = build_world(default_cache_dir())
+    cfg = LMPPOConfig()
+    test_prompts = cycle(world_prompts(world)[1], 128)
+    out = Path(args.out)
+
+    results = {}
+    ours, trainer = run_ours(world, cfg, args.target, out / "ours")
+    # The grader is our trainer: same sampling, same RM scoring, reference = the SFT policy.
+    results["ours (PPO)"] = {**ours, **held_out(trainer, trainer.policy.lm, test_prompts)}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    for kind in () if args.skip_trl else ("rloo", "grpo"):
+        theirs, model = run_trl(world, kind, cfg, args.target, args.budget)
+        results[f"trl {kind.upper()}"] = {**theirs, **held_out(trainer, model, test_prompts)}
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+
+    print(f"\nseconds per PPO iteration by phase ({cfg.batch_size} responses, mean over "
+          f"{ours['steps']} iterations):")  # fmt: skip
+    for k, v in ours["phases"].items():
+        print(f"  {k:22}{v:10.2f}")
+    print(f"\n{'run':12}{'to gold>=' + str(args.target):>14}{'steps':>7}{'train s':>9}"
+          f"{'gold':>7}{'RM':>7}{'KL':>7}{'EOS':>6}{'ours/theirs':>13}")  # fmt: skip
+    mine = ours["time_to_target_s"]
+    for name, r in results.items():
+        t = r["time_to_target_s"]
+        reached = f"{t:.0f} s" if t is not None else "not reached"
+        ratio = f"{mine / t:.2f}" if t and mine and name != "ours (PPO)" else "-"
+        print(f"{name:12}{reached:>14}{r['steps']:>7}{r['train_s']:>9.0f}{r['gold']:>7.3f}"
+              f"{r['score']:>7.2f}{r['kl']:>7.2f}{r['eos_fraction']:>6.2f}{ratio:>13}")  # fmt: skip
+    print(
+        json.dumps(
+            {k: {kk: vv for kk, vv in v.items() if kk != "phases"} for k, v in results.items()}
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The policy (a causal LM with a scalar value head per token) and the model loaders.
+
+Every loader turns a wrong model into a one-line `ValueError` that says what to pass instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+VALUE_HEAD_FILE = "value_head.pt"
+
+
+class PolicyWithValueHead(nn.Module):
+    """A causal LM plus V(s_t) = w . h_t + b on the last hidden state h_t of every position.
+
+    The head shares the LM's trunk, so the value loss also shapes the trunk (hence a small vf_coef).
+    Its weights start at zero: V = 0 until the critic has learnt something.
+    """
+
+    def __init__(self, lm: PreTrainedModel) -> None:
+        super().__init__()
+        self.lm = lm
+        self.value_head = nn.Linear(lm.config.get_text_config().hidden_size, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, logits_to_keep: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """Return (logits of the last `logits_to_keep` positions (0 = all), values of all)."""
+        out = self.lm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids(attention_mask),
+            output_hidden_states=True,
+            use_cache=False,
+            logits_to_keep=logits_to_keep,
+        )
+        hidden = out.hidden_states[-1]
+        values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+        return out.logits, values
+
+
+def position_ids(attention_mask: Tensor) -> Tensor:
+    """Positions counted over real tokens only (left padding), as `generate` counts them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model, left padding, with a pad token (EOS if it has none)."""
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"the tokenizer of {name} has no EOS token: PPO here needs one to stop")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_causal_lm(name: str) -> PreTrainedModel:
+    """`AutoModelForCausalLM`, refusing a checkpoint saved without a language-modelling head.
+
+    GPT-2 ties its LM head to the input embeddings, so `AutoModelForCausalLM` would quietly load
+    a bare `GPT2Model` or a classifier as a policy; the saved architecture tells them apart.
+    """
+    config = AutoConfig.from_pretrained(name)
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    archs = config.architectures or []
+    if archs and not any(a in causal or a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        raise ValueError(
+            f"--policy {name} is a {archs[0]}, not a causal LM: pass a model saved with a "
+            "language-modelling head (e.g. GPT2LMHeadModel / AutoModelForCausalLM)"
+        )
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ValueError(f"--policy {name}: model type {config.model_type!r} has no causal-LM head")
+    return AutoModelForCausalLM.from_pretrained(name)
+
+
+def load_reward_model(name: str) -> PreTrainedModel:
+    """`AutoModelForSequenceClassification` with exactly one label (a scalar score)."""
+    config = AutoConfig.from_pretrained(name)
+    if config.num_labels != 1:
+        raise ValueError(
+            f"--reward-model {name} has {config.num_labels} labels: pass a sequence-classification "
+            "model with num_labels=1 (a scalar reward)"
+        )
+    model = AutoModelForSequenceClassification.from_pretrained(name)
+    if not hasattr(model, "score") or not hasattr(model, model.base_model_prefix):
+        raise ValueError(
+            f"--reward-model {name} ({type(model).__name__}) has no `score` head on a backbone: "
+            "pass a GPT-2/Llama-style *ForSequenceClassification model"
+        )
+    return model
+
+
+def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    """True when both map every string to the same ids (same vocabulary and special tokens)."""
+    return a.get_vocab() == b.get_vocab() and a.eos_token_id == b.eos_token_id
+
+
+def save_policy(
+    model: PolicyWithValueHead, tokenizer: PreTrainedTokenizerBase, out: str | Path, extra: dict
+) -> None:
+    """Write the LM (`save_pretrained`, with its tokenizer), the value head and `extra` as JSON.
+
+    Atomic: everything goes to a temporary folder beside `out`, which then replaces `out`, so a
+    crash leaves either the previous checkpoint or the new one, never half of one.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    model.lm.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    torch.save(model.value_head.state_dict(), tmp / VALUE_HEAD_FILE)
+    (tmp / "ppo_state.json").write_text(json.dumps(extra, indent=2))
+    old = out.with_name(f".{out.name}.old")
+    if out.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_value_head(model: PolicyWithValueHead, folder: str | Path) -> None:
+    """Restore the value head written by `save_policy`."""
+    state = torch.load(Path(folder) / VALUE_HEAD_FILE, map_location="cpu", weights_only=True)
+    model.value_head.load_state_dict(state)

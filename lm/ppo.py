@@ -1,0 +1,531 @@
+"""Token-level PPO for a causal LM on the ppo_bridge core: `LMPPOConfig` and `LMPPOTrainer`.
+
+One iteration, on every process (each with its own shard of the prompts):
+
+1. rollout: sample responses at temperature T, then score them (reward model or callable) and
+   read log-probs (policy and frozen reference, at T) and values;
+2. rewards: r_t = -beta * KL_t on each response token, + score on the last (`per_token_rewards`);
+3. advantages: the core's GAE over the response tokens (`token_advantages`);
+4. update: the core's `ppo_update` with `evaluate` re-running the policy on a minibatch, and the
+   `accelerate.Accelerator` as backend (DDP gradient sync, mixed precision, grad clipping).
+
+Every model stays in eval mode, in training too (no dropout: the log-probs of the rollout and of
+the update come from the same function).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from accelerate import Accelerator
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
+
+from lm.policy import PolicyWithValueHead, same_tokenizer, save_policy
+from lm.rollout import (
+    RewardFn,
+    check_scores,
+    left_pad,
+    model_context,
+    per_token_rewards,
+    policy_forward,
+    reference_logprobs,
+    response_mask,
+    retokenize,
+    reward_model_scores,
+    sample_responses,
+    token_advantages,
+    tokenize_prompts,
+)
+from ppo_bridge import (
+    AdaptiveKLController,
+    Evaluation,
+    FixedKLController,
+    PPOConfig,
+    kl_estimate,
+    masked_whiten,
+    ppo_update,
+)
+from ppo_bridge.config import AdvantageNorm
+from ppo_bridge.kl import KLEstimator
+
+
+@dataclass
+class LMPPOConfig(PPOConfig):
+    """PPO for language models. The PPOConfig fields keep their meaning; LM defaults differ.
+
+    `batch_size` prompts per process and iteration, one response each; `minibatch_size` counts
+    responses. beta is fixed unless `kl_target` is set (then adaptive, Ziegler et al. 2019).
+    The defaults are tuned for the toy world's tiny GPT-2 (lr, beta, iterations): a real model
+    wants a lower lr (~1e-5) and more iterations.
+    """
+
+    lr: float = 2e-4
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    clip_vf: float | None = 0.2
+    vf_coef: float = 0.1
+    n_epochs: int = 4
+    minibatch_size: int = 16
+    max_grad_norm: float | None = 1.0
+    normalize_advantages: AdvantageNorm = "batch"  # whitened over all real tokens of the batch
+    # rollout
+    batch_size: int = 64  # prompts per process per iteration
+    total_iterations: int = 50
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    # reward
+    kl_estimator: KLEstimator = "k1"  # k1 | k2 | k3 (ppo_bridge.kl_estimate)
+    beta: float = 0.2  # KL coefficient (initial value when adaptive)
+    kl_target: float | None = None  # nats per response; set = adaptive beta
+    kl_horizon: int = 10000  # responses, for the adaptive controller
+    missing_eos_penalty: float | None = 1.0  # subtracted from the score of a response w/o EOS
+    normalize_scores: bool = False  # whiten the scores over the global batch
+    # run
+    seed: int = 0
+    # auto = bf16 on a GPU that has it, else no
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    save_every: int = 0  # iterations between checkpoints; 0 = at the end only
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(msg)
+
+        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(
+            self.batch_size % self.minibatch_size == 0,
+            f"batch_size ({self.batch_size}) must be a multiple of minibatch_size "
+            f"({self.minibatch_size})",
+        )
+        need(
+            self.total_iterations >= 1,
+            f"total_iterations must be >= 1, got {self.total_iterations}",
+        )
+        need(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        need(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        need(self.top_k >= 0, f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        need(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+        need(
+            self.kl_estimator in ("k1", "k2", "k3"),
+            f"kl_estimator must be 'k1', 'k2' or 'k3', got {self.kl_estimator!r}",
+        )
+        need(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
+        need(
+            self.kl_target is None or (self.kl_target > 0 and self.beta > 0),
+            f"kl_target must be > 0 (with beta > 0) or None, got {self.kl_target}",
+        )
+        need(self.kl_horizon >= 1, f"kl_horizon must be >= 1, got {self.kl_horizon}")
+        need(
+            self.missing_eos_penalty is None or self.missing_eos_penalty >= 0,
+            f"missing_eos_penalty must be >= 0 or None, got {self.missing_eos_penalty}",
+        )
+        need(
+            self.mixed_precision in ("auto", "no", "fp16", "bf16"),
+            f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}",
+        )
+        need(self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}")
+
+    def resolved_mixed_precision(self) -> str:
+        if self.mixed_precision != "auto":
+            return self.mixed_precision
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def cpu_only() -> bool:
+    """True without CUDA: then `Accelerator(cpu=True)`, which is what makes torchrun's processes
+    one gloo group (without it, accelerate 1.x treats every CPU process as a lone run)."""
+    return not torch.cuda.is_available()
+
+
+@dataclass
+class Rollout:
+    """One process's batch of B sampled responses; tensors are [B, R] unless noted."""
+
+    query_responses: Tensor  # [B, P + R]
+    attention_mask: Tensor  # [B, P + R]
+    mask: Tensor  # real response tokens (float)
+    has_eos: Tensor  # [B] bool
+    logprobs: Tensor
+    ref_logprobs: Tensor
+    entropy: Tensor
+    values: Tensor
+    scores: Tensor  # [B] raw scores of the reward model / callable
+    prompts: list[str]
+    responses: list[str]
+    seconds_generate: float
+    seconds_score: float
+
+
+class LMPPOTrainer:
+    """PPO on `policy` (any causal LM) against a reward model or a `reward_fn(prompts, responses)`.
+
+    If the reward model's tokenizer differs from the policy's, the decoded prompt + response text is
+    re-encoded with the reward model's tokenizer. `gold_fn(prompts, responses)`, when given, is an
+    extra judge that is only logged (objective/gold).
+    """
+
+    def __init__(
+        self,
+        cfg: LMPPOConfig,
+        policy: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        prompts: Sequence[str],
+        *,
+        reward_model: PreTrainedModel | None = None,
+        reward_tokenizer: PreTrainedTokenizerBase | None = None,
+        reward_fn: RewardFn | None = None,
+        gold_fn: RewardFn | None = None,
+        out_dir: str | Path | None = None,
+    ) -> None:
+        if (reward_model is None) == (reward_fn is None):
+            raise ValueError("pass exactly one of reward_model or reward_fn")
+        self.cfg = cfg
+        self.accelerator = acc = Accelerator(
+            cpu=cpu_only(), mixed_precision=cfg.resolved_mixed_precision()
+        )
+        set_seed(cfg.seed + acc.process_index)  # each process samples differently
+        self.tokenizer = tokenizer
+        self.prompts = list(prompts)
+        context = model_context(policy)
+        self.prompt_ids = tokenize_prompts(tokenizer, self.prompts, cfg.max_new_tokens, context)
+
+        self.reward_fn, self.gold_fn = reward_fn, gold_fn
+        self.reward_model, self.reward_tokenizer = reward_model, reward_tokenizer or tokenizer
+        self.retokenize = False
+        if reward_model is not None:
+            self.retokenize = not same_tokenizer(tokenizer, self.reward_tokenizer)
+            self.rm_context = model_context(reward_model)
+            longest = max(len(p) for p in self.prompt_ids) + cfg.max_new_tokens
+            if not self.retokenize and longest > self.rm_context:
+                raise ValueError(
+                    f"prompt + response can reach {longest} tokens, more than the reward model's "
+                    f"context of {self.rm_context}: shorten the prompts or lower --max-new-tokens"
+                )
+            self.reward_model = reward_model.to(acc.device).eval().requires_grad_(False)
+
+        self.ref = copy.deepcopy(policy).to(acc.device).eval().requires_grad_(False)
+        model = PolicyWithValueHead(policy)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, eps=1e-5)
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.model.eval()
+        self.policy: PolicyWithValueHead = acc.unwrap_model(self.model)
+
+        self.kl_ctl = (
+            AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon)
+            if cfg.kl_target is not None
+            else FixedKLController(cfg.beta)
+        )
+        self.update_gen = torch.Generator().manual_seed(cfg.seed)
+        self.prompt_gen = torch.Generator().manual_seed(cfg.seed)
+        self.prompt_queue: list[int] = []
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.iteration = 0
+
+    # ---------------------------------------------------------------- rollout
+
+    def next_prompt_indices(self) -> list[int]:
+        """This process's shard of the next global batch, from shuffled passes over the prompts."""
+        acc, bs = self.accelerator, self.cfg.batch_size
+        n_global = bs * acc.num_processes
+        while len(self.prompt_queue) < n_global:
+            perm = torch.randperm(len(self.prompts), generator=self.prompt_gen)
+            self.prompt_queue += perm.tolist()
+        batch, self.prompt_queue = self.prompt_queue[:n_global], self.prompt_queue[n_global:]
+        return batch[acc.process_index * bs : (acc.process_index + 1) * bs]
+
+    @torch.no_grad()
+    def rollout(self, prompts: list[str], prompt_ids: list[list[int]]) -> Rollout:
+        """Sample one response per prompt and read everything PPO needs about it."""
+        cfg, tok, device = self.cfg, self.tokenizer, self.accelerator.device
+        query, query_mask = left_pad(prompt_ids, tok.pad_token_id)
+        query, query_mask = query.to(device), query_mask.to(device)
+
+        start = time.perf_counter()
+        responses = sample_responses(
+            self.policy.lm,
+            query,
+            query_mask,
+            tok,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens,
+        )
+        seconds_generate = time.perf_counter() - start
+
+        start = time.perf_counter()
+        mask, has_eos = response_mask(responses, tok.eos_token_id)
+        query_responses = torch.cat([query, responses], dim=1)
+        attention_mask = torch.cat([query_mask, torch.ones_like(responses)], dim=1)
+        n_resp, step = responses.shape[1], cfg.minibatch_size // cfg.grad_accum_steps
+        logprobs, entropy, values, ref_logprobs = [], [], [], []
+        texts = tok.batch_decode(responses.masked_fill(~mask, tok.pad_token_id), True)
+        with self.accelerator.autocast():  # the precision of the update's forward passes
+            for i in range(0, len(prompts), step):
+                qr, am = query_responses[i : i + step], attention_mask[i : i + step]
+                lp, ent, v = policy_forward(self.policy, qr, am, n_resp, cfg.temperature)
+                logprobs.append(lp)
+                entropy.append(ent)
+                values.append(v)
+                ref_logprobs.append(reference_logprobs(self.ref, qr, am, n_resp, cfg.temperature))
+            scores = self.score(query, query_mask, responses, mask, has_eos, prompts, texts)
+        return Rollout(
+            query_responses=query_responses,
+            attention_mask=attention_mask,
+            mask=mask.float(),
+            has_eos=has_eos,
+            logprobs=torch.cat(logprobs),
+            ref_logprobs=torch.cat(ref_logprobs),
+            entropy=torch.cat(entropy),
+            values=torch.cat(values),
+            scores=scores,
+            prompts=prompts,
+            responses=texts,
+            seconds_generate=seconds_generate,
+            seconds_score=time.perf_counter() - start,
+        )
+
+    def score(
+        self,
+        query: Tensor,
+        query_mask: Tensor,
+        responses: Tensor,
+        mask: Tensor,
+        has_eos: Tensor,
+        prompts: list[str],
+        texts: list[str],
+    ) -> Tensor:
+        """[B] scores: the reward model at the last real token, or the reward callable."""
+        device = query.device
+        if self.reward_fn is not None:
+            return check_scores(self.reward_fn(prompts, texts), len(prompts)).to(device)
+        if self.retokenize:
+            ids, am = retokenize(
+                [p + r for p, r in zip(prompts, texts, strict=True)],
+                has_eos,
+                self.reward_tokenizer,
+                self.rm_context,
+            )
+            ids, am = ids.to(device), am.to(device)
+        else:
+            ids = torch.cat([query, responses], dim=1)
+            am = torch.cat([query_mask, mask.long()], dim=1)
+        step = self.cfg.minibatch_size // self.cfg.grad_accum_steps
+        return torch.cat(
+            [
+                reward_model_scores(self.reward_model, ids[i : i + step], am[i : i + step])
+                for i in range(0, ids.shape[0], step)
+            ]
+        )
+
+    # ---------------------------------------------------------------- PPO iteration
+
+    def step(self) -> dict[str, float]:
+        """One rollout + PPO update; returns the iteration's metrics (means over all processes)."""
+        cfg, acc = self.cfg, self.accelerator
+        start = time.perf_counter()
+        indices = self.next_prompt_indices()
+        ro = self.rollout([self.prompts[i] for i in indices], [self.prompt_ids[i] for i in indices])
+
+        scores = ro.scores.clone()
+        if cfg.missing_eos_penalty is not None:
+            scores[~ro.has_eos] -= cfg.missing_eos_penalty
+        reward_scores = scores
+        if cfg.normalize_scores:
+            everyone = acc.gather(scores)
+            rank = acc.process_index
+            reward_scores = masked_whiten(everyone)[rank * len(scores) : (rank + 1) * len(scores)]
+        beta = self.kl_ctl.value
+        rewards, kl = per_token_rewards(
+            ro.logprobs, ro.ref_logprobs, reward_scores, ro.mask, beta, cfg.kl_estimator
+        )
+        advantages, returns = token_advantages(
+            rewards, ro.values, ro.mask, cfg.gamma, cfg.gae_lambda
+        )
+        n_resp = ro.mask.shape[1]
+        batch = {
+            "query_responses": ro.query_responses,
+            "attention_mask": ro.attention_mask,
+            "logprobs": ro.logprobs,
+            "values": ro.values,
+            "advantages": advantages,
+            "returns": returns,
+            "mask": ro.mask,
+        }
+
+        def evaluate(mb: dict[str, Tensor]) -> Evaluation:
+            lp, ent, v = policy_forward(
+                self.model, mb["query_responses"], mb["attention_mask"], n_resp, cfg.temperature
+            )
+            return Evaluation(logprobs=lp, entropy=ent, values=v)
+
+        t_update = time.perf_counter()
+        stats = ppo_update(
+            batch,
+            evaluate,
+            self.optimizer,
+            cfg,
+            progress=self.iteration / cfg.total_iterations,
+            generator=self.update_gen,
+            backend=acc,
+        )
+        seconds_update = time.perf_counter() - t_update
+
+        kl_seq = kl.sum(1)
+        non_score = -beta * kl_seq
+        local = {
+            "objective/kl": kl_seq.mean(),
+            "objective/entropy": (ro.entropy * ro.mask).sum(1).mean(),
+            "objective/non_score_reward": non_score.mean(),
+            "objective/rlhf_reward": (scores + non_score).mean(),
+            "objective/scores": scores.mean(),
+            "objective/eos_fraction": ro.has_eos.float().mean(),
+            "objective/response_tokens": ro.mask.sum(1).mean(),
+            "policy/approxkl_avg": stats["approx_kl"],
+            "policy/clipfrac_avg": stats["clipfrac"],
+            "policy/entropy_avg": stats["entropy"],
+            "loss/policy_avg": stats["policy_loss"],
+            "loss/value_avg": stats["value_loss"],
+            "val/ratio": stats["ratio"],
+            "val/explained_variance": stats["explained_variance"],
+            "time/generate": ro.seconds_generate,
+            "time/score": ro.seconds_score,
+            "time/update": seconds_update,
+        }
+        if "value_clipfrac" in stats:
+            local["val/clipfrac_avg"] = stats["value_clipfrac"]
+        if self.gold_fn is not None:
+            gold = check_scores(self.gold_fn(ro.prompts, ro.responses), len(ro.prompts))
+            local["objective/gold"] = gold.mean()
+        metrics = self.reduce_mean(local)
+        self.kl_ctl.update(metrics["objective/kl"], cfg.batch_size * acc.num_processes)
+        self.iteration += 1
+        seconds = time.perf_counter() - start
+        metrics.update(
+            {
+                "iteration": float(self.iteration),
+                "episode": float(self.iteration * cfg.batch_size * acc.num_processes),
+                "objective/beta": beta,
+                "policy/n_updates": stats["n_updates"],
+                "policy/early_stop": stats["early_stop"],
+                "lr": stats["lr"],
+                "time/iteration": seconds,
+                "perf/tokens_per_s": metrics["objective/response_tokens"]
+                * cfg.batch_size
+                * acc.num_processes
+                / seconds,
+            }
+        )
+        return metrics
+
+    def reduce_mean(self, values: dict[str, Tensor | float]) -> dict[str, float]:
+        """Average scalar metrics over the processes (one all-reduce)."""
+        stacked = torch.tensor([float(v) for v in values.values()], device=self.accelerator.device)
+        stacked = self.accelerator.reduce(stacked, "mean")
+        return dict(zip(values, stacked.tolist(), strict=True))
+
+    def train(self) -> list[dict[str, float]]:
+        """Run the remaining iterations; log CSV + TensorBoard; return the metrics per iteration.
+
+        Each row also holds `time/elapsed`, the seconds since `train` began.
+        """
+        cfg, acc = self.cfg, self.accelerator
+        logger = MetricsLogger(self.out_dir) if acc.is_main_process and self.out_dir else None
+        history: list[dict[str, float]] = []
+        start = time.perf_counter()
+        bar = tqdm(
+            total=cfg.total_iterations - self.iteration,
+            desc="ppo",
+            disable=not acc.is_main_process,
+        )
+        while self.iteration < cfg.total_iterations:
+            metrics = self.step()
+            metrics["time/elapsed"] = time.perf_counter() - start
+            history.append(metrics)
+            if logger:
+                logger.log(metrics)
+            bar.update(1)
+            bar.set_postfix(
+                score=f"{metrics['objective/scores']:.3f}",
+                kl=f"{metrics['objective/kl']:.2f}",
+                **({"gold": f"{metrics['objective/gold']:.3f}"} if self.gold_fn else {}),
+            )
+            if self.out_dir and cfg.save_every and self.iteration % cfg.save_every == 0:
+                self.save(self.out_dir / "policy")
+        bar.close()
+        if logger:
+            logger.close()
+        return history
+
+    # ---------------------------------------------------------------- evaluation and saving
+
+    @torch.no_grad()
+    def evaluate(self, prompts: Sequence[str]) -> tuple[dict[str, float], Rollout]:
+        """Sample `prompts` (split over the processes) at the training temperature.
+
+        Returns the means over all processes of the raw score, the gold score (with a gold judge),
+        the KL to the reference (nats per response) and the EOS fraction, and this process's
+        rollout. Prompts beyond a multiple of the number of processes are left out.
+        """
+        acc, cfg = self.accelerator, self.cfg
+        usable = len(prompts) // acc.num_processes * acc.num_processes
+        shard = list(prompts[:usable])[acc.process_index :: acc.num_processes]
+        ids = tokenize_prompts(self.tokenizer, shard, cfg.max_new_tokens, model_context(self.ref))
+        ro = self.rollout(shard, ids)
+        kl = kl_estimate(ro.logprobs, ro.ref_logprobs, cfg.kl_estimator) * ro.mask
+        local = {
+            "score": ro.scores.mean(),
+            "kl": kl.sum(1).mean(),
+            "eos_fraction": ro.has_eos.float().mean(),
+        }
+        if self.gold_fn is not None:
+            local["gold"] = check_scores(self.gold_fn(ro.prompts, ro.responses), len(shard)).mean()
+        return self.reduce_mean(local), ro
+
+    def save(self, out: str | Path) -> None:
+        """Write the policy (`save_pretrained`, tokenizer, value head) atomically, main process."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            state = {"config": asdict(self.cfg), "iteration": self.iteration}
+            state["beta"] = self.kl_ctl.value
+            save_policy(self.policy, self.tokenizer, out, state)
+        self.accelerator.wait_for_everyone()
+
+
+class MetricsLogger:
+    """One CSV row and one TensorBoard scalar per metric per iteration, in `out_dir`."""
+
+    def __init__(self, out_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.file = open(out_dir / "metrics.csv", "w", newline="")  # noqa: SIM115
+        self.writer = SummaryWriter(str(out_dir / "tb"))
+        self.csv: csv.DictWriter | None = None
+
+    def log(self, metrics: dict[str, float]) -> None:
+        if self.csv is None:
+            self.csv = csv.DictWriter(self.file, fieldnames=list(metrics))
+            self.csv.writeheader()
+        self.csv.writerow(metrics)
+        self.file.flush()
+        step = int(metrics["iteration"])
+        for k, v in metrics.items():
+            self.writer.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        self.file.close()
+        self.writer.close()

@@ -1,0 +1,232 @@
+"""From prompts to the core's tensors: sampling, log-probs, scores, per-token rewards, advantages.
+
+Layout. A rollout batch holds B prompts, left-padded to P tokens, and their responses, right-padded
+to R tokens: `query_responses = [prompt | response]` is [B, P + R]. Response token t is predicted
+from position P + t - 1, so its log-prob and its state value V(s_t) are read there. `mask` [B, R]
+is 1 on the real response tokens: every token up to and including the first EOS (or all R when
+the response was cut at max_new_tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from lm.policy import PolicyWithValueHead, position_ids
+from ppo_bridge import gae, kl_estimate
+from ppo_bridge.kl import KLEstimator
+
+RewardFn = Callable[[list[str], list[str]], Sequence[float]]
+
+
+def model_context(model: PreTrainedModel) -> int:
+    """The number of positions the model can attend to."""
+    return int(model.config.get_text_config().max_position_embeddings)
+
+
+def tokenize_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], max_new_tokens: int, context: int
+) -> list[list[int]]:
+    """Token ids of every prompt; a one-line ValueError for an empty set or a too-long prompt."""
+    if len(prompts) == 0:
+        raise ValueError("the prompt set is empty: pass --prompts with at least one prompt")
+    ids = tokenizer(list(prompts))["input_ids"]
+    for i, seq in enumerate(ids):
+        if len(seq) == 0:
+            raise ValueError(f"prompt {i} is empty: remove it from --prompts")
+        if len(seq) + max_new_tokens > context:
+            raise ValueError(
+                f"prompt {i} has {len(seq)} tokens, which with --max-new-tokens {max_new_tokens} "
+                f"exceeds the model context of {context}: shorten the prompts or lower "
+                "--max-new-tokens"
+            )
+    return ids
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """[B, P] ids and attention mask, padded on the left (where `generate` expects padding)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s) :] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def sample_responses(
+    lm: PreTrainedModel,
+    query: Tensor,
+    query_mask: Tensor,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    max_new_tokens: int,
+) -> Tensor:
+    """Sample [B, R] response ids (R <= max_new_tokens); finished rows are padded with pad_id."""
+    config = GenerationConfig(
+        do_sample=True,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    out = lm.generate(input_ids=query, attention_mask=query_mask, generation_config=config)
+    return out[:, query.shape[1] :]
+
+
+def response_mask(responses: Tensor, eos_id: int) -> tuple[Tensor, Tensor]:
+    """(mask [B, R] of real tokens: up to and including the first EOS, has_eos [B])."""
+    is_eos = responses == eos_id
+    has_eos = is_eos.any(1)
+    last = torch.where(has_eos, is_eos.int().argmax(1), responses.shape[1] - 1)
+    mask = torch.arange(responses.shape[1], device=responses.device)[None, :] <= last[:, None]
+    return mask, has_eos
+
+
+def response_logprobs(logits: Tensor, tokens: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """log pi_T(token) and the entropy H(pi_T) per position, with pi_T = softmax(logits / T).
+
+    `logits[:, t]` must be the logits that predicted `tokens[:, t]`. Sampling divides the logits by
+    T too, so these are the log-probs of the distribution the tokens came from (before top-k/top-p
+    truncation, as in TRL).
+    """
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return token_logp, entropy
+
+
+def policy_forward(
+    model: PolicyWithValueHead | torch.nn.Module,
+    query_responses: Tensor,
+    attention_mask: Tensor,
+    n_response: int,
+    temperature: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(logprobs, entropy, values), each [B, R], of the response tokens under `model`."""
+    logits, values = model(query_responses, attention_mask, logits_to_keep=n_response + 1)
+    logprobs, entropy = response_logprobs(
+        logits[:, :-1], query_responses[:, -n_response:], temperature
+    )
+    return logprobs, entropy, values[:, -n_response - 1 : -1].float()
+
+
+def reference_logprobs(
+    ref: PreTrainedModel,
+    query_responses: Tensor,
+    attention_mask: Tensor,
+    n_response: int,
+    temperature: float,
+) -> Tensor:
+    """[B, R] log-probs of the response tokens under the frozen reference model, at T."""
+    logits = ref(
+        input_ids=query_responses,
+        attention_mask=attention_mask,
+        position_ids=position_ids(attention_mask),
+        use_cache=False,
+        logits_to_keep=n_response + 1,
+    ).logits
+    return response_logprobs(logits[:, :-1], query_responses[:, -n_response:], temperature)[0]
+
+
+def reward_model_scores(rm: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """The RM's scalar at the last real token of each row (padding on either side is fine).
+
+    Reads the `score` head on the backbone's last hidden state, as TRL does, rather than trusting
+    the model's own pooling, which takes the last non-pad token and so skips an EOS that doubles as
+    the pad token.
+    """
+    backbone = getattr(rm, rm.base_model_prefix)
+    hidden = backbone(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids(attention_mask),
+        use_cache=False,
+    ).last_hidden_state
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    last = (positions[None, :] * attention_mask).argmax(1)
+    logits = rm.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
+    return logits.squeeze(-1).float()
+
+
+def retokenize(
+    texts: Sequence[str], has_eos: Tensor, tokenizer: PreTrainedTokenizerBase, context: int
+) -> tuple[Tensor, Tensor]:
+    """Encode decoded prompt+response texts with the reward model's own tokenizer.
+
+    Used when the RM's tokenizer differs from the policy's. A response that ended in the policy's
+    EOS gets the RM tokenizer's EOS appended (RewardTrainer trains on texts that end in EOS).
+    """
+    ids = tokenizer(list(texts))["input_ids"]
+    eos = tokenizer.eos_token_id
+    ids = [
+        s + [eos] if e and eos is not None else s
+        for s, e in zip(ids, has_eos.tolist(), strict=True)
+    ]
+    longest = max(len(s) for s in ids)
+    if longest > context:
+        raise ValueError(
+            f"a prompt + response has {longest} reward-model tokens, more than the reward model's "
+            f"context of {context}: shorten the prompts or lower --max-new-tokens"
+        )
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    return left_pad(ids, pad)
+
+
+def check_scores(scores: Sequence[float], n: int) -> Tensor:
+    """The scores of a reward callable as a tensor: n finite floats, or a one-line ValueError."""
+    out = torch.as_tensor(list(scores), dtype=torch.float32)
+    if out.shape != (n,):
+        raise ValueError(f"reward_fn returned {tuple(out.shape)} scores for {n} responses")
+    if not torch.isfinite(out).all():
+        raise ValueError("reward_fn returned a non-finite score: it must give finite floats")
+    return out
+
+
+def per_token_rewards(
+    logprobs: Tensor,
+    ref_logprobs: Tensor,
+    scores: Tensor,
+    mask: Tensor,
+    beta: float,
+    kind: KLEstimator = "k1",
+) -> tuple[Tensor, Tensor]:
+    """Ziegler et al. (2019): r_t = -beta * KL_t on every real token, + score on the last one.
+
+    KL_t is the core's `kl_estimate` of KL(pi || pi_ref) at token t. Returns (rewards, KL_t), both
+    [B, R] and zero on padding; `mask` must be right-padded (real tokens first).
+    """
+    real = mask.to(logprobs.dtype)
+    kl = kl_estimate(logprobs, ref_logprobs, kind) * real
+    rewards = -beta * kl
+    last = real.sum(1).long() - 1
+    rewards[torch.arange(rewards.shape[0], device=rewards.device), last] += scores
+    return rewards, kl
+
+
+def token_advantages(
+    rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float
+) -> tuple[Tensor, Tensor]:
+    """The core's GAE over response tokens: [B, R] in, [B, R] (advantages, returns) out.
+
+    The episode terminates at the last real token (the score lands there: no bootstrap); the next
+    state's value inside a response is the next token's value.
+    """
+    real = mask.to(rewards.dtype)
+    next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
+    terminated = torch.zeros_like(rewards)
+    last = real.sum(1).long() - 1
+    terminated[torch.arange(rewards.shape[0], device=rewards.device), last] = 1.0
+    adv, ret = gae(
+        rewards.T, values.T, next_values.T, terminated.T, mask=real.T, gamma=gamma, lam=lam
+    )
+    return adv.T.contiguous(), ret.T.contiguous()

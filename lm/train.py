@@ -1,0 +1,259 @@
+"""`python -m lm.train`: PPO on a causal LM, by default the toy RLHF world, offline.
+
+    python -m lm.train                                   # build/load the toy world, run PPO
+    python -m lm.train --policy DIR --reward-model DIR --prompts FILE.txt|DIR|DATASET_ID
+    torchrun --nproc_per_node 2 -m lm.train ...          # 2 processes (each its own prompt shard)
+
+Every `LMPPOConfig` field is a flag: `--batch-size 32`, `--kl-target none`, `--normalize-scores`.
+Whatever of policy / reward model / prompts is not given comes from the toy world. A reward model
+whose tokenizer differs from the policy's scores the decoded text re-encoded with its own tokenizer.
+Prints before/after metrics and samples, writes metrics.csv, tb/, curves.png and policy/ to --out;
+the last stdout line is one JSON object. Bad input exits with status 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from accelerate import PartialState
+
+from lm.policy import load_causal_lm, load_reward_model, load_tokenizer
+from lm.ppo import LMPPOConfig, LMPPOTrainer, cpu_only
+
+if TYPE_CHECKING:
+    from lm.world import World
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m lm.train", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--policy", help="HF id or folder of a causal LM (default: toy SFT)")
+    parser.add_argument("--reward-model", help="HF id or folder of a 1-label classifier")
+    parser.add_argument("--prompts", help=".txt (one per line), save_to_disk folder or dataset id")
+    parser.add_argument("--prompt-column", default="prompt", help="column of a prompts dataset")
+    parser.add_argument("--out", default="runs/rlhf", help="run folder")
+    parser.add_argument("--world", choices=["default", "tiny"], default="default", help="toy world")
+    parser.add_argument("--world-cache", help="toy world cache (default: lm.world's)")
+    parser.add_argument(
+        "--eval-samples", type=int, default=128, help="responses (eval prompts cycled) graded"
+    )
+    parser.add_argument("--show", type=int, default=4, help="sample responses printed")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads per process (1 is fastest for the toy model on a shared CPU)",
+    )
+    config = parser.add_argument_group("LMPPOConfig")
+    hints = typing.get_type_hints(LMPPOConfig)
+    for field in dataclasses.fields(LMPPOConfig):
+        flag, kind = "--" + field.name.replace("_", "-"), hints[field.name]
+        kwargs: dict = {"default": field.default, "help": f"default: {field.default}"}
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(kind))
+        elif len(args) == 1:  # X | None: "none" means None
+            kwargs["type"] = _optional(args[0])
+        else:
+            kwargs["type"] = kind
+        config.add_argument(flag, dest=field.name, **kwargs)
+    return parser.parse_args(argv)
+
+
+def _optional(kind: type) -> typing.Callable[[str], object]:
+    def parse(text: str) -> object:
+        return None if text.lower() == "none" else kind(text)
+
+    parse.__name__ = f"{kind.__name__} or none"
+    return parse
+
+
+def load_prompts(source: str, column: str) -> tuple[list[str], list[str]]:
+    """(train prompts, eval prompts) from a .txt file, a `save_to_disk` folder or a dataset id.
+
+    A dataset with a "test" split evaluates on it; otherwise the training prompts are evaluated.
+    """
+    path = Path(source)
+    if path.suffix == ".txt":
+        lines = [line.strip() for line in path.read_text().splitlines()]
+        prompts = [line for line in lines if line]
+        return prompts, prompts
+    import datasets
+
+    data = datasets.load_from_disk(source) if path.is_dir() else datasets.load_dataset(source)
+    if isinstance(data, datasets.DatasetDict):
+        train = data["train"] if "train" in data else next(iter(data.values()))
+        test = data.get("test", train)
+    else:
+        train = test = data
+    if column not in train.column_names:
+        raise ValueError(
+            f"--prompts {source} has no column {column!r} (it has {train.column_names}): "
+            "pass --prompt-column"
+        )
+    return list(train[column]), list(test[column])
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Load everything, evaluate, train, evaluate again, save; return the summary."""
+    start = time.perf_counter()
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    cfg = LMPPOConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(LMPPOConfig)})
+    world = None
+    if not (args.policy and args.reward_model and args.prompts):
+        from lm.world import WorldConfig, build_world, default_cache_dir
+
+        world_cfg = WorldConfig.tiny() if args.world == "tiny" else WorldConfig()
+        with PartialState(cpu=cpu_only()).main_process_first():
+            world = build_world(Path(args.world_cache or default_cache_dir()), world_cfg)
+    policy_name = args.policy or str(world.sft_dir)
+    reward_name = args.reward_model or str(world.reward_model_dir)
+    tokenizer, policy = load_tokenizer(policy_name), load_causal_lm(policy_name)
+    reward_tokenizer, reward_model = load_tokenizer(reward_name), load_reward_model(reward_name)
+    if args.prompts:
+        train_prompts, eval_prompts = load_prompts(args.prompts, args.prompt_column)
+    else:
+        train_prompts, eval_prompts = world_prompts(world)
+    out = Path(args.out)
+    trainer = LMPPOTrainer(
+        cfg,
+        policy,
+        tokenizer,
+        train_prompts,
+        reward_model=reward_model,
+        reward_tokenizer=reward_tokenizer,
+        gold_fn=world_gold if world is not None else None,
+        out_dir=out,
+    )
+    eval_prompts = cycle(eval_prompts, args.eval_samples)
+    before, ro_before = trainer.evaluate(eval_prompts)
+    ppo_start = time.perf_counter()
+    history = trainer.train()
+    ppo_s = time.perf_counter() - ppo_start
+    after, ro_after = trainer.evaluate(eval_prompts)
+    trainer.save(out / "policy")
+
+    summary = {
+        "gold_before": before.get("gold"),
+        "gold_after": after.get("gold"),
+        "rm_before": before["score"],
+        "rm_after": after["score"],
+        "kl": after["kl"],
+        "eos_fraction": after["eos_fraction"],
+        "eos_fraction_before": before["eos_fraction"],
+        "iterations": trainer.iteration,
+        "ppo_s": ppo_s,
+        "wall_s": time.perf_counter() - start,
+        "num_processes": trainer.accelerator.num_processes,
+        "out": str(out),
+    }
+    if trainer.accelerator.is_main_process:
+        report(before, after, ro_before.prompts, ro_before.responses, ro_after.responses, args.show)
+        plot(history, out / "curves.png")
+        print(f"saved the policy to {out / 'policy'}, logs to {out}")
+    return summary
+
+
+def cycle(prompts: list[str], n: int) -> list[str]:
+    """The first n prompts of prompts repeated (so a small test split still gives n samples)."""
+    if n < 1:
+        raise ValueError(f"--eval-samples must be >= 1, got {n}")
+    return (prompts * -(-n // max(len(prompts), 1)))[:n]
+
+
+def world_prompts(world: World) -> tuple[list[str], list[str]]:
+    """The toy world's (train, test) prompts."""
+    import datasets
+
+    prompts = datasets.load_from_disk(str(world.prompts))
+    return list(prompts["train"]["prompt"]), list(prompts["test"]["prompt"])
+
+
+def world_gold(prompts: list[str], responses: list[str]) -> list[float]:
+    """The toy world's gold judge, which grades the response (the prompts carry no sentiment)."""
+    from lm.world import gold_scores
+
+    return list(gold_scores(responses))
+
+
+def report(
+    before: dict[str, float],
+    after: dict[str, float],
+    prompts: list[str],
+    responses_before: list[str],
+    responses_after: list[str],
+    show: int,
+) -> None:
+    """Print the before/after table and a few prompts with both responses."""
+    rows = [("gold score (0-1)", "gold"), ("reward-model score", "score")]
+    rows += [("KL to reference (nats)", "kl"), ("EOS fraction", "eos_fraction")]
+    print(f"{'':26}{'before':>10}{'after':>10}")
+    for label, key in rows:
+        if key in before:
+            print(f"{label:26}{before[key]:>10.3f}{after[key]:>10.3f}")
+    for prompt, old, new in list(zip(prompts, responses_before, responses_after, strict=True))[
+        :show
+    ]:
+        print(f"\nprompt: {prompt!r}\n  before: {old!r}\n  after:  {new!r}")
+
+
+def plot(history: list[dict[str, float]], path: Path) -> None:
+    """Reward-model score, gold score (if judged) and KL per iteration, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("objective/scores", "Reward-model score", "mean RM score per response (logit)"),
+        ("objective/gold", "Gold score", "mean gold score per response (0-1)"),
+        ("objective/kl", "KL to the reference policy", "KL (nats per response)"),
+    ]
+    panels = [p for p in panels if history and p[0] in history[0]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    iterations = [m["iteration"] for m in history]
+    for ax, (key, title, ylabel) in zip(axes, panels, strict=True):
+        ax.plot(iterations, [m[key] for m in history])
+        ax.set(title=title, xlabel="PPO iteration", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+    fig.suptitle("lm.train: PPO on sampled responses")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; bad input (and a non-finite loss) becomes one line on stderr and status 2."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    args = parse_args(argv)
+    try:
+        summary = run(args)
+    except (ValueError, OSError, FloatingPointError) as err:
+        message = str(err).strip().splitlines() or [type(err).__name__]
+        print(f"error: {message[0]}", file=sys.stderr)
+        return 2
+    if PartialState().is_main_process:
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
