@@ -22,7 +22,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q
+	PPO_BRIDGE_FAST=1 $(PY) -m pytest -q --nbmake tests notebooks
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check --fix . && $(PY) -m ruff format .

@@ -112,8 +112,8 @@ class TrainConfig(PPOConfig):
 #   lambda 0.98, ent 0.01, lr 3e-4. Ours: 16 x 256 steps, 8 epochs of minibatch 256 (half the
 #   gradient steps per env step), lr 5e-4 annealed, stop at 200 (20 episodes, confirmed on 100).
 # - Pendulum-v1, zoo: 4 envs x 1024 steps, minibatch 64, 10 epochs, gamma 0.9, lambda 0.95,
-#   lr 1e-3, clip 0.2, use_sde, 1e5 steps. Ours: no SDE, normalised observations and rewards,
-#   log_std_init -0.5.
+#   lr 1e-3, clip 0.2, use_sde, 1e5 steps. Ours: no SDE, 8 x 256 steps, lr 1e-3 annealed,
+#   normalised observations and rewards, log_std_init -0.5, 2e5 steps.
 PRESETS: dict[str, dict[str, Any]] = {
     "CartPole-v1": dict(
         n_envs=8,
@@ -148,6 +148,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         n_steps=256,
         total_timesteps=200_000,
         lr=1e-3,
+        anneal_lr=True,
         gamma=0.9,
         gae_lambda=0.95,
         n_epochs=10,
