@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch==2.13.0 installs from a local CPU wheel on our dev/CI machines; elsewhere, override it,
-# e.g. `make test TORCH='torch>=2.1'`, or install torch first.
+# e.g. `make test TORCH='torch>=2.4'`, or install torch first.
 TORCH ?= torch==2.13.0
 
 .PHONY: demo test lint bench-classic bench-lm
@@ -28,7 +28,7 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
 
 bench-classic: $(VENV)/.installed
-	$(PY) bench/classic.py
+	$(PY) -m bench.classic
 
 bench-lm: $(VENV)/.installed
-	$(PY) bench/lm.py
+	$(PY) -m bench.lm

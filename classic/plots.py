@@ -1,14 +1,15 @@
-"""The learning-curve PNG of a run, drawn from its progress.csv (matplotlib, Agg backend)."""
+"""The learning-curve PNG of a run, drawn from its progress.csv.
+
+It draws on a bare `matplotlib.figure.Figure`, so importing it leaves the pyplot backend alone
+(notebooks keep their inline plots).
+"""
 
 from __future__ import annotations
 
 import csv
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+from matplotlib.figure import Figure
 
 
 def _column(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[float]]:
@@ -22,7 +23,8 @@ def plot_learning_curve(
     """Mean training-episode return (last 100 episodes) and periodic eval returns vs env steps."""
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot(*_column(rows, "rollout/ep_rew_mean"), label="training episodes (last 100, mean)")
     x, y = _column(rows, "eval/mean_reward")
     if x:
@@ -34,4 +36,3 @@ def plot_learning_curve(
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
-    plt.close(fig)

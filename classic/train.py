@@ -22,12 +22,11 @@ import json
 import pickle
 import sys
 import time
-import types
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +38,7 @@ from classic.envs import env_actions, make_vec_env, policy_dims
 from classic.evaluate import evaluate_policy, torch_policy
 from classic.plots import plot_learning_curve
 from ppo_bridge import Evaluation, gae, ppo_update
+from ppo_bridge.cli import add_config_arguments, config_overrides
 
 PERIODIC_EVAL_SEED = 10_000  # + cfg.seed: the periodic evaluations replay the same episodes
 FINAL_EVAL_SEED = 20_000  # + cfg.seed: the final evaluation uses other episodes
@@ -410,17 +410,6 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False)
 # --- CLI -------------------------------------------------------------------------------------
 
 
-def _parse_value(kind: Any) -> Callable[[str], Any]:
-    """An argparse `type` for a dataclass field type: int, float, str, optional, Literal."""
-    if get_origin(kind) in (Union, types.UnionType):
-        (inner,) = [a for a in get_args(kind) if a is not type(None)]
-        parse = _parse_value(inner)
-        return lambda s: None if s.lower() == "none" else parse(s)
-    if get_origin(kind) is Literal:
-        return str
-    return kind
-
-
 def build_parser() -> argparse.ArgumentParser:
     """One flag per TrainConfig field (defaults come from the env's preset), plus run flags."""
     parser = argparse.ArgumentParser(
@@ -430,32 +419,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", help="run directory (logs, checkpoint, plot); none = no files")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
-    hints = get_type_hints(TrainConfig)
-    for f in fields(TrainConfig):
-        flags = ["--" + f.name.replace("_", "-")] + (["--env"] if f.name == "env_id" else [])
-        kind = hints[f.name]
-        if kind is bool:
-            parser.add_argument(
-                *flags, action=argparse.BooleanOptionalAction, help=f"default {f.default}"
-            )
-        else:
-            choices = get_args(kind) if get_origin(kind) is Literal else None
-            parser.add_argument(
-                *flags,
-                dest=f.name,
-                type=_parse_value(kind),
-                choices=choices,
-                metavar=f.name.upper(),
-                help=f"default {f.default} (before the preset)",
-            )
+    add_config_arguments(
+        parser, TrainConfig, aliases={"env_id": "--env"}, default_note=" (before the preset)"
+    )
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Preset of the env + flags; with --resume, the checkpoint's config + flags."""
-    overrides = {
-        f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)
-    }
+    overrides = config_overrides(args, TrainConfig)
     out = getattr(args, "out", None)
     if getattr(args, "resume", False):
         if out is None:

@@ -87,8 +87,8 @@ class LMPPOConfig(PPOConfig):
     # reward
     kl_estimator: KLEstimator = "k1"  # k1 | k2 | k3 (ppo_bridge.kl_estimate)
     beta: float = 0.2  # KL coefficient (initial value when adaptive)
-    kl_target: float | None = None  # nats per response; set = adaptive beta
-    kl_horizon: int = 10000  # responses, for the adaptive controller
+    kl_target: float | None = 4.0  # nats per response: adaptive beta; None = fixed beta
+    kl_horizon: int = 320  # responses; beta moves by <= 20% * batch / horizon per iteration
     missing_eos_penalty: float | None = 1.0  # subtracted from the score of a response w/o EOS
     normalize_scores: bool = False  # whiten the scores over the global batch
     # run
@@ -124,8 +124,13 @@ class LMPPOConfig(PPOConfig):
         )
         need(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
         need(
-            self.kl_target is None or (self.kl_target > 0 and self.beta > 0),
-            f"kl_target must be > 0 (with beta > 0) or None, got {self.kl_target}",
+            self.kl_target is None or self.kl_target > 0,
+            f"kl_target must be > 0 or None (fixed beta), got {self.kl_target}",
+        )
+        need(
+            self.kl_target is None or self.beta > 0,
+            "an adaptive beta (kl_target set) starts from beta > 0: raise beta, or set "
+            "kl_target to None for a fixed beta",
         )
         need(self.kl_horizon >= 1, f"kl_horizon must be >= 1, got {self.kl_horizon}")
         need(

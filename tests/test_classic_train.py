@@ -254,6 +254,7 @@ def test_cli_checkpoint_errors(tmp_path, capsys):
     assert_one_line_error(capsys, code, "no checkpoint")
 
 
+@pytest.mark.filterwarnings("ignore:.*NaN value")
 def test_cli_non_finite_loss_stops_before_writing_a_checkpoint(tmp_path, capsys):
     run = tmp_path / "nan"
     code = train_cli.main(["--env", "test/NanReward-v0", "--out", str(run), *TINY])

@@ -235,6 +235,9 @@ def test_config_validation() -> None:
         LMPPOConfig(kl_estimator="k4")
     with pytest.raises(ValueError, match="clip_eps"):
         LMPPOConfig(clip_eps=0.0)
+    with pytest.raises(ValueError, match="adaptive beta"):
+        LMPPOConfig(beta=0.0)
+    assert LMPPOConfig(beta=0.0, kl_target=None).beta == 0.0
     cfg = LMPPOConfig()
     assert (cfg.gamma, cfg.gae_lambda, cfg.clip_vf is not None) == (1.0, 0.95, True)
 
@@ -461,6 +464,24 @@ def test_cli_bad_input_is_one_line(
     assert len(lines) == 1, err
     assert lines[0].startswith("error: ") and message in lines[0] and "Traceback" not in err
     assert not (tmp_path / "policy").exists()
+
+
+def test_load_prompts_from_a_saved_dataset(tmp_path: Path) -> None:
+    from datasets import Dataset, DatasetDict
+
+    from lm.train import load_prompts
+
+    DatasetDict(
+        {
+            "train": Dataset.from_dict({"prompt": ["a", "b"]}),
+            "test": Dataset.from_dict({"prompt": ["c"]}),
+        }
+    ).save_to_disk(tmp_path / "dd")
+    assert load_prompts(str(tmp_path / "dd"), "prompt") == (["a", "b"], ["c"])
+    Dataset.from_dict({"text": ["a"]}).save_to_disk(tmp_path / "d")
+    with pytest.raises(ValueError, match="--prompt-column"):
+        load_prompts(str(tmp_path / "d"), "prompt")
+    assert load_prompts(str(tmp_path / "d"), "text") == (["a"], ["a"])
 
 
 def test_cli_exit_status_in_a_subprocess(tiny: dict[str, Path]) -> None:
