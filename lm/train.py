@@ -14,11 +14,9 @@ the last stdout line is one JSON object. Bad input exits with status 2 and one l
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
-import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +26,7 @@ from accelerate import PartialState
 
 from lm.policy import load_causal_lm, load_reward_model, load_tokenizer
 from lm.ppo import LMPPOConfig, LMPPOTrainer, cpu_only
+from ppo_bridge.cli import add_config_arguments, config_overrides
 
 if TYPE_CHECKING:
     from lm.world import World
@@ -54,30 +53,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1,
         help="torch CPU threads per process (1 is fastest for the toy model on a shared CPU)",
     )
-    config = parser.add_argument_group("LMPPOConfig")
-    hints = typing.get_type_hints(LMPPOConfig)
-    for field in dataclasses.fields(LMPPOConfig):
-        flag, kind = "--" + field.name.replace("_", "-"), hints[field.name]
-        kwargs: dict = {"default": field.default, "help": f"default: {field.default}"}
-        args = [a for a in typing.get_args(kind) if a is not type(None)]
-        if kind is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(kind) is typing.Literal:
-            kwargs["choices"] = list(typing.get_args(kind))
-        elif len(args) == 1:  # X | None: "none" means None
-            kwargs["type"] = _optional(args[0])
-        else:
-            kwargs["type"] = kind
-        config.add_argument(flag, dest=field.name, **kwargs)
+    add_config_arguments(parser.add_argument_group("LMPPOConfig"), LMPPOConfig)
     return parser.parse_args(argv)
-
-
-def _optional(kind: type) -> typing.Callable[[str], object]:
-    def parse(text: str) -> object:
-        return None if text.lower() == "none" else kind(text)
-
-    parse.__name__ = f"{kind.__name__} or none"
-    return parse
 
 
 def load_prompts(source: str, column: str) -> tuple[list[str], list[str]]:
@@ -112,7 +89,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    cfg = LMPPOConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(LMPPOConfig)})
+    cfg = LMPPOConfig(**config_overrides(args, LMPPOConfig))
     world = None
     if not (args.policy and args.reward_model and args.prompts):
         from lm.world import WorldConfig, build_world, default_cache_dir
