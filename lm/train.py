@@ -190,10 +190,7 @@ def report(
 
 def plot(history: list[dict[str, float]], path: Path) -> None:
     """Reward-model score, gold score (if judged) and KL per iteration, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # a bare Figure: the pyplot backend is left alone
 
     panels = [
         ("objective/scores", "Reward-model score", "mean RM score per response (logit)"),
@@ -201,7 +198,8 @@ def plot(history: list[dict[str, float]], path: Path) -> None:
         ("objective/kl", "KL to the reference policy", "KL (nats per response)"),
     ]
     panels = [p for p in panels if history and p[0] in history[0]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    fig = Figure(figsize=(5 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
     iterations = [m["iteration"] for m in history]
     for ax, (key, title, ylabel) in zip(axes, panels, strict=True):
         ax.plot(iterations, [m[key] for m in history])
@@ -211,7 +209,6 @@ def plot(history: list[dict[str, float]], path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
