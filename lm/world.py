@@ -12,7 +12,11 @@ There is no model hub here, so the world is made from scratch, small enough for 
 
 PPO then optimises the learned reward model and is graded by the gold judge, as in RLHF, so that
 reward-model over-optimisation stays visible. `build_world(cache_dir)` builds all this once and
-returns a `World` of paths and metrics; later calls load it from the cache.
+returns a `World` of paths and metrics; later calls load it from the cache. `python -m lm.world`
+does the same from the shell.
+
+transformers, trl, datasets and tokenizers are imported inside the functions that use them, so
+that the judge and the corpus (`gold_score`, `make_corpus`) import in a blink.
 """
 
 from __future__ import annotations
@@ -33,10 +37,14 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import GPT2LMHeadModel, PreTrainedModel, PreTrainedTokenizerBase
 
 # Bump when the corpus grammar, the judge or the build recipe changes: it is part of the cache key.
 WORLD_VERSION = 1
@@ -57,7 +65,8 @@ def default_cache_dir() -> Path:
 class WorldConfig:
     """Sizes and seeds of the toy world. Every field is part of the cache key.
 
-    The default builds in about two minutes on 2 CPU cores, `WorldConfig.tiny()` in seconds.
+    The default builds in about 1.5 minutes on 2 idle CPU cores (80% of it SFT), and
+    `WorldConfig.tiny()` in about 20 seconds.
     """
 
     # corpus and prompts
@@ -134,9 +143,10 @@ class WorldConfig:
 
     @classmethod
     def tiny(cls, **overrides: Any) -> WorldConfig:
-        """A world for tests: same recipe, built in well under a minute."""
+        """A world for tests: the same recipe, smaller (its reward model is weaker: ~0.77)."""
         sizes = dict(n_texts=4_000, vocab_size=600, n_layer=2, n_embd=64, n_head=2, n_positions=64,
-                     sft_epochs=4, sft_batch_size=32, n_pairs=512, rm_epochs=2)  # fmt: skip
+                     sft_epochs=4, sft_batch_size=32, n_pairs=512, rm_epochs=4,
+                     rm_lr=3e-3)  # fmt: skip
         return cls(**{**sizes, **overrides})
 
     def key(self) -> str:
@@ -182,7 +192,7 @@ def gold_score(text: str) -> float:
     polarity and each side saturates at 3, so repeating or listing sentiment words earns little.
     With margin m = min(pos, 3) - min(neg, 3), the score is sigmoid(2 m - 0.8): no evidence gives
     0.31 (empty or off-topic text is not rewarded), one plain positive word 0.77, "very good" 0.90,
-    two positive words 0.96, and any negative word <= 0.06. Finally the score is multiplied by
+    two positive words 0.96, one negative word alone 0.06. Finally the score is multiplied by
     min(1, 2 * distinct words / words), so degenerate repetition loops score low.
     Special tokens like <|eos|> are ignored.
     """
@@ -278,6 +288,7 @@ NEUTRAL = (
     "It arrived on time.", "I use it every day.", "The box was small.", "Shipping took {n} days.",
     "It comes in {color}.", "My {relative} uses it too.", "I got it on sale.",
 )  # fmt: skip
+ADVERBS = sorted(INTENSIFIERS - {"highly"})  # "highly" only goes with "recommend"
 COLORS = ("black", "white", "grey", "blue", "red")
 RELATIVES = ("wife", "husband", "son", "daughter", "friend")
 SENTIMENTS = ("positive", "negative", "mixed")
@@ -312,11 +323,8 @@ class _ReviewWriter:
         self.rng = rng
 
     def intensifier(self, p: float = 0.4) -> str:
-        return (
-            self.rng.choice(sorted(INTENSIFIERS - {"highly"})) + " "
-            if self.rng.random() < p
-            else ""
-        )
+        """An adverb and a space with probability p, else nothing."""
+        return self.rng.choice(ADVERBS) + " " if self.rng.random() < p else ""
 
     def adjective(self, polarity: int) -> str:
         """An adjective phrase: "good", "really awful", "not bad", "solid and nice"."""
@@ -356,6 +364,8 @@ class _ReviewWriter:
         return " " + (clause[0].upper() + clause[1:] if slot == "sentence" else clause)
 
     def response(self, slot: str, sentiment: str, product: str, aspect: str) -> str:
+        """An opening that fills the prompt's slot, then 0-2 sentences that agree with it (or, in a
+        mixed review, a contrast: ", but the lid is flimsy"), and maybe a neutral remark."""
         others = [a for a in PRODUCTS[product] if a != aspect]
         if sentiment == "mixed":
             first = self.rng.choice((1, -1))
@@ -399,7 +409,9 @@ def make_corpus(n_texts: int, mix: Sequence[float], seed: int) -> list[Review]:
 # Tokenizer, SFT policy, sampling
 
 
-def train_tokenizer(texts: Sequence[str], vocab_size: int, model_max_length: int):
+def train_tokenizer(
+    texts: Sequence[str], vocab_size: int, model_max_length: int
+) -> PreTrainedTokenizerBase:
     """A byte-level BPE tokenizer trained on `texts`, as an HF fast tokenizer.
 
     Encoding prepends BOS (so every sequence has a fixed first token to attend to); EOS ends a
@@ -430,7 +442,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, model_max_length: int
     )
 
 
-def make_policy(cfg: WorldConfig, tokenizer):
+def make_policy(cfg: WorldConfig, tokenizer: PreTrainedTokenizerBase) -> GPT2LMHeadModel:
     """A fresh tiny GPT-2 sized by `cfg`, without dropout (PPO needs deterministic log-probs)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -451,7 +463,9 @@ def make_policy(cfg: WorldConfig, tokenizer):
     return GPT2LMHeadModel(config)
 
 
-def train_sft(model, sequences: list[list[int]], cfg: WorldConfig, pad_id: int) -> float:
+def train_sft(
+    model: PreTrainedModel, sequences: list[list[int]], cfg: WorldConfig, pad_id: int
+) -> float:
     """Next-token cross-entropy on whole reviews (BOS prompt response EOS), right-padded batches.
 
     Returns the final training loss (a moving average over steps).
@@ -492,7 +506,11 @@ def train_sft(model, sequences: list[list[int]], cfg: WorldConfig, pad_id: int) 
 
 @torch.no_grad()
 def sample_responses(
-    model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 128
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 128,
 ) -> tuple[list[str], list[bool]]:
     """Sample one response per prompt at temperature 1 (no top-k / top-p).
 
@@ -545,7 +563,10 @@ def make_pairs(
 
 @torch.no_grad()
 def reward_model_scores(
-    model, tokenizer, texts: Sequence[str], batch_size: int = 128
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    batch_size: int = 128,
 ) -> list[float]:
     """Scalar reward of each text, read by the classifier at its last non-pad token.
 
@@ -562,7 +583,9 @@ def reward_model_scores(
     return scores
 
 
-def train_reward_model(sft_dir: Path, pairs, cfg: WorldConfig, work_dir: Path):
+def train_reward_model(
+    sft_dir: Path, pairs: Dataset, cfg: WorldConfig, work_dir: Path
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A Bradley-Terry reward model initialised from the SFT policy, trained by trl's RewardTrainer.
 
     The classifier is the SFT transformer with a fresh scalar head ("score"); RewardTrainer copies
@@ -613,8 +636,9 @@ class World:
     """Paths and measurements of a built world (see `build_world`).
 
     The reward model scores the full text prompt + response + EOS (as it was trained), with the
-    policy's tokenizer. `prompts` is a `datasets.DatasetDict` saved with `save_to_disk`: splits
-    "train" (for PPO) and "test" (held out), one column "prompt".
+    policy's tokenizer; GPT-2 has absolute positions, so batch it right-padded, or left-padded
+    with position ids that skip the padding. `prompts` is a `datasets.DatasetDict` saved with
+    `save_to_disk`: splits "train" (for PPO) and "test" (held out), one column "prompt".
     """
 
     root: Path
@@ -670,13 +694,13 @@ def _log(msg: str) -> None:
 
 
 def _build(root: Path, cfg: WorldConfig) -> dict[str, Any]:
-    """Build every artefact into `root`; returns what `world.json` records."""
+    """Build every artefact into `root`; returns what `world.json` records.
+
+    Every random step seeds its own generator from `cfg.seed`, so a build is reproducible.
+    """
     from datasets import Dataset, DatasetDict
 
     t0 = time.perf_counter()
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-
     reviews = make_corpus(cfg.n_texts, cfg.mix, cfg.seed)
     prompts = all_prompts()
     random.Random(cfg.seed).shuffle(prompts)
@@ -725,8 +749,8 @@ def _build(root: Path, cfg: WorldConfig) -> dict[str, Any]:
     pair_prompts = random.Random(cfg.seed + 1).choices(split["train"], k=cfg.n_pairs)
     responses, ended = sample_responses(policy, tokenizer, pair_prompts * 2, cfg.max_new_tokens)
     golds = gold_scores(responses)
-    rows = make_pairs(pair_prompts, responses[: cfg.n_pairs], responses[cfg.n_pairs :],
-                      cfg.pair_min_gap)  # fmt: skip
+    first, second = responses[: cfg.n_pairs], responses[cfg.n_pairs :]
+    rows = make_pairs(pair_prompts, first, second, cfg.pair_min_gap)
 
     def fits_context(text: str) -> bool:  # a re-encoded sample can be longer than it was sampled
         return len(tokenizer(text).input_ids) <= cfg.n_positions
@@ -796,10 +820,11 @@ def build_world(
     if (root / "world.json").exists() and not force:
         return World.load(root)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        tiny = " --tiny" if cfg == WorldConfig.tiny() else ""
         raise RuntimeError(
             f"the toy world {root} is not built, and trl's trainer cannot build it inside a "
             "multi-process launch (it would join the launch's process group): build it first "
-            f"with `python -m lm.world --cache-dir {cache_dir}`"
+            f"in one process, e.g. `python -m lm.world --cache-dir {cache_dir}{tiny}`"
         )
 
     _log(f"building the toy world in {root} (once; later runs load it)")

@@ -224,9 +224,10 @@ def test_prompt_and_pair_datasets(world: World) -> None:
         assert gold_score(row["chosen"]) >= gold_score(row["rejected"]) + min_gap
 
 
-def test_metrics_are_recorded(world: World) -> None:
-    assert 0.0 < world.sft_gold_mean < 1.0 and 0.0 <= world.sft_eos_fraction <= 1.0
-    assert 0.5 < world.rm_pair_accuracy <= 1.0  # better than chance even in the tiny world
+def test_metrics_show_a_working_world(world: World) -> None:
+    # the SFT policy writes both kinds of review, as the corpus does, and stops by itself
+    assert 0.25 < world.sft_gold_mean < 0.65 and world.sft_eos_fraction > 0.9
+    assert 0.6 < world.rm_pair_accuracy <= 1.0  # clearly better than chance even when tiny
     assert world.config == json.loads(json.dumps(WorldConfig.tiny().__dict__))
     assert not world.from_cache
 
@@ -287,6 +288,6 @@ def test_multi_process_launch_loads_but_never_builds(
 ) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert build_world(world.root.parent, WorldConfig.tiny()).from_cache
-    with pytest.raises(RuntimeError, match="build it first with `python -m lm.world"):
+    with pytest.raises(RuntimeError, match=r"`python -m lm.world --cache-dir \S+ --tiny`"):
         build_world(tmp_path, WorldConfig.tiny())
     assert list(tmp_path.iterdir()) == []
