@@ -512,27 +512,21 @@ def sample_responses(
     max_new_tokens: int,
     batch_size: int = 128,
 ) -> tuple[list[str], list[bool]]:
-    """Sample one response per prompt at temperature 1 (no top-k / top-p).
-
-    Returns the decoded responses (special tokens removed) and whether each one ended with EOS.
+    """Sample one response per prompt at temperature 1 (no top-k / top-p), with the PPO rollout's
+    sampler. Returns the decoded responses (special tokens removed) and whether each ended in EOS.
     """
+    from lm import rollout
+
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     responses, ended = [], []
     for start in range(0, len(prompts), batch_size):
         batch = tokenizer(
             list(prompts[start : start + batch_size]), return_tensors="pt", padding=True
         )
-        out = model.generate(
-            **batch,
-            do_sample=True,
-            temperature=1.0,
-            top_k=0,
-            top_p=1.0,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        new = out[:, batch["input_ids"].shape[1] :]
+        new = rollout.sample_responses(
+            model, batch["input_ids"], batch["attention_mask"], tokenizer,
+            temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
+        )  # fmt: skip
         responses += tokenizer.batch_decode(new, skip_special_tokens=True)
         ended += (new == tokenizer.eos_token_id).any(dim=1).tolist()
     tokenizer.padding_side = side
@@ -568,18 +562,16 @@ def reward_model_scores(
     texts: Sequence[str],
     batch_size: int = 128,
 ) -> list[float]:
-    """Scalar reward of each text, read by the classifier at its last non-pad token.
+    """Scalar reward of each text, read at its last real token (the PPO rollout's scorer)."""
+    from lm import rollout
 
-    Right padding keeps every text at GPT-2's positions 0..n-1, as in training.
-    """
-    side, tokenizer.padding_side = tokenizer.padding_side, "right"
     scores = []
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(
             list(texts[start : start + batch_size]), return_tensors="pt", padding=True
         )
-        scores += model(**batch).logits.squeeze(-1).tolist()
-    tokenizer.padding_side = side
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        scores += rollout.reward_model_scores(model, ids, mask).tolist()
     return scores
 
 
