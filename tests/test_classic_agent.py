@@ -6,6 +6,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import seed_train_ppo  # tests/seed_train_ppo.py
 import torch
 
 from classic import ActorCritic, PPOAgent, get_device
@@ -69,20 +70,21 @@ def test_actor_critic_and_device():
         ActorCritic(4)
 
 
-def _seed_train_ppo():
-    """The seed notebook's `train_ppo` cell, run as written (only its imports differ)."""
+def _seed_cell() -> str:
+    """The seed notebook's `train_ppo` cell, as text."""
     text = SEED_NOTEBOOK.read_text()
-    source = re.search(r"^def train_ppo.*?(?=^In \[None\])", text, re.S | re.M).group(0)
-    namespace = {"gym": gym, "np": np, "PPOAgent": PPOAgent, "device": get_device()}
-    exec(source, namespace)
-    return namespace["train_ppo"]
+    return re.search(r"^def train_ppo.*?(?=^In \[None\])", text, re.S | re.M).group(0)
 
 
 @pytest.mark.skipif(not SEED_NOTEBOOK.exists(), reason="the seed notebook lives in ../shared")
+def test_seed_train_ppo_copy_is_the_seed_cell():
+    copy = Path(seed_train_ppo.__file__).read_text()
+    assert copy.endswith(_seed_cell().rstrip("\n") + "\n")
+
+
 def test_seed_notebook_train_ppo_cell_runs_and_learns():
     torch.set_num_threads(1)
-    train_ppo = _seed_train_ppo()
-    agent, metrics = train_ppo(
+    agent, metrics = seed_train_ppo.train_ppo(
         env_id="CartPole-v1", n_iterations=12, rollout_steps=2048, hidden_dim=64, lr=3e-4,
         gamma=0.99, gae_lambda=0.95, clip_eps=0.2, n_epochs=4, batch_size=64, seed=42,
     )  # fmt: skip
