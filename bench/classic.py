@@ -28,6 +28,7 @@ import torch
 from classic.config import TrainConfig
 from classic.envs import make_vec_env, policy_dims
 from classic.evaluate import evaluate_policy
+from classic.networks import ActorCritic
 from classic.train import FINAL_EVAL_SEED, PERIODIC_EVAL_SEED, train
 
 THRESHOLDS = {"CartPole-v1": 475.0, "LunarLander-v3": 200.0}
@@ -92,8 +93,6 @@ def gradient_step_floor_sps(cfg: TrainConfig, repeats: int = 2) -> float:
     + value loss, backward, gradient clipping and fused Adam: no env, no rollout forwards, no
     shuffling or bookkeeping. Best of `repeats`, returned as env steps per second.
     """
-    from classic.networks import ActorCritic
-
     torch.manual_seed(cfg.seed)
     envs = make_vec_env(cfg.env_id, 1)
     model = ActorCritic(**policy_dims(envs), hidden_dim=cfg.hidden_dim, n_hidden=cfg.n_hidden)
