@@ -220,13 +220,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         summary = run(args)
+        if PartialState().is_main_process:
+            print(json.dumps(summary))
+        return 0
     except (ValueError, OSError, FloatingPointError) as err:
         message = str(err).strip().splitlines() or [type(err).__name__]
         print(f"error: {message[0]}", file=sys.stderr)
         return 2
-    if PartialState().is_main_process:
-        print(json.dumps(summary))
-    return 0
+    finally:
+        # Under torchrun, shut gloo down while Python is alive: left to interpreter teardown,
+        # its worker threads can abort a rank (SIGABRT) after the run has finished.
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
