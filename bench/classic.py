@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from classic.checkpoint import build_policy
 from classic.config import TrainConfig
 from classic.envs import make_vec_env, policy_dims
 from classic.evaluate import evaluate_policy
-from classic.networks import ActorCritic
 from classic.train import FINAL_EVAL_SEED, PERIODIC_EVAL_SEED, train
 
 THRESHOLDS = {"CartPole-v1": 475.0, "LunarLander-v3": 200.0}
@@ -95,11 +95,12 @@ def gradient_step_floor_sps(cfg: TrainConfig, repeats: int = 2) -> float:
     """
     torch.manual_seed(cfg.seed)
     envs = make_vec_env(cfg.env_id, 1)
-    model = ActorCritic(**policy_dims(envs), hidden_dim=cfg.hidden_dim, n_hidden=cfg.n_hidden)
+    dims = policy_dims(envs)
     envs.close()
+    model = build_policy(cfg, dims)[0]  # the trainer's network for this config
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5, fused=True)
     n = cfg.minibatch_size
-    obs = torch.randn(n, model.actor[0].in_features)
+    obs = torch.randn(n, dims["obs_dim"])
     actions = model.act(obs)[0]
     advantages, returns = torch.randn(n), torch.randn(n)
     iterations = -(-cfg.total_timesteps // cfg.batch_size)
