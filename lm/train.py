@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
+    for flag, name in (("--policy", args.policy), ("--reward-model", args.reward_model)):
+        check_model_source(flag, name)
     cfg = LMPPOConfig(**config_overrides(args, LMPPOConfig))
     world = None
     if not (args.policy and args.reward_model and args.prompts):
@@ -143,6 +145,18 @@ def run(args: argparse.Namespace) -> dict:
         plot(history, out / "curves.png")
         print(f"saved the policy to {out / 'policy'}, logs to {out}")
     return summary
+
+
+def check_model_source(flag: str, name: str | None) -> None:
+    """A name that starts like a local path ("/", ".") must be a folder, before anything loads.
+
+    Anything else is left to `from_pretrained` as a hub id (which may contain "/" too).
+    """
+    if name and name.startswith(("/", ".")) and not Path(name).is_dir():
+        raise ValueError(
+            f"{flag} {name}: no such folder; pass a folder written by save_pretrained "
+            "or a hub id such as gpt2"
+        )
 
 
 def cycle(prompts: list[str], n: int) -> list[str]:

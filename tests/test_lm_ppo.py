@@ -424,7 +424,7 @@ def test_cli_trains_saves_and_round_trips(
         ("rm2", "num_labels=1"),
         ("empty", "empty"),
         ("long", "context"),
-        ("missing", "missing"),
+        ("missing", "no such folder"),
         ("config", "clip_eps"),
         ("batch", "multiple of minibatch_size"),
     ],
