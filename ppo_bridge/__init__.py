@@ -3,19 +3,23 @@
 Every PPO formula lives here once, as small functions over torch tensors with optional masks:
 
 - `gae`: generalised advantage estimation with terminations, truncations and padding masks.
-- `losses`: masked mean / whitening, the clipped surrogate, the (clipped) value loss, entropy.
+- `critic_free`: group advantages (GRPO, Dr. GRPO, RLOO) and REINFORCE++ returns.
+- `losses`: masked mean / whitening, the loss aggregations, the clipped surrogate, the (clipped)
+  value loss, entropy.
 - `kl`: the k1, k2, k3 KL estimators and the fixed / adaptive KL controllers.
-- `update`: the epochs x shuffled-minibatches update loop.
+- `update`: the epochs x shuffled-minibatches update loop, with or without a critic.
 - `config`: `PPOConfig`, validated at construction.
 """
 
 from ppo_bridge.config import PPOConfig
+from ppo_bridge.critic_free import discounted_returns, group_advantages
 from ppo_bridge.gae import gae
 from ppo_bridge.kl import AdaptiveKLController, FixedKLController, KLController, kl_estimate
 from ppo_bridge.losses import (
     clipped_surrogate_loss,
     entropy_bonus,
     explained_variance,
+    loss_weights,
     masked_mean,
     masked_var,
     masked_whiten,
@@ -30,10 +34,13 @@ __all__ = [
     "KLController",
     "PPOConfig",
     "clipped_surrogate_loss",
+    "discounted_returns",
     "entropy_bonus",
     "explained_variance",
     "gae",
+    "group_advantages",
     "kl_estimate",
+    "loss_weights",
     "masked_mean",
     "masked_var",
     "masked_whiten",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import math
+from dataclasses import dataclass, fields
+from typing import Literal, get_args
+
+from ppo_bridge.losses import LossAggregation
 
 AdvantageNorm = Literal["minibatch", "batch", "off"]
 
@@ -12,7 +15,10 @@ AdvantageNorm = Literal["minibatch", "batch", "off"]
 class PPOConfig:
     """Hyperparameters shared by every adapter. Defaults follow CleanRL / SB3 for classic control.
 
-    loss = policy_loss + vf_coef * value_loss - ent_coef * entropy
+    loss = policy_loss + vf_coef * value_loss - ent_coef * entropy + kl_coef * KL_k3(pi || ref)
+
+    Without `returns` in the batch the update is critic-free (no value loss); `kl_coef` > 0 puts
+    the KL to a reference in the loss (GRPO) and needs `ref_logprobs` in the batch.
     """
 
     lr: float = 3e-4
@@ -29,12 +35,21 @@ class PPOConfig:
     max_grad_norm: float | None = 0.5
     target_kl: float | None = None  # stop the epochs once approx_kl > 1.5 * target_kl (SB3)
     normalize_advantages: AdvantageNorm = "minibatch"
+    loss_aggregation: LossAggregation = "token_mean"  # ppo_bridge.losses.loss_weights
+    loss_norm_constant: float | None = None  # C of seq_mean_token_sum (None = padded length)
+    kl_coef: float = 0.0  # weight of the k3 KL to the reference in the loss (GRPO's beta)
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
             if not ok:
                 raise ValueError(msg)
 
+        for f in fields(self):  # every float field of this config and its subclasses
+            value = getattr(self, f.name)
+            need(
+                not isinstance(value, float) or math.isfinite(value),
+                f"{f.name} must be a finite number, got {value}",
+            )
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(0.0 <= self.gamma <= 1.0, f"gamma must be in [0, 1], got {self.gamma}")
         need(0.0 <= self.gae_lambda <= 1.0, f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
@@ -65,6 +80,16 @@ class PPOConfig:
             "normalize_advantages must be 'minibatch', 'batch' or 'off', "
             f"got {self.normalize_advantages!r}",
         )
+        need(
+            self.loss_aggregation in get_args(LossAggregation),
+            f"loss_aggregation must be one of {get_args(LossAggregation)}, "
+            f"got {self.loss_aggregation!r}",
+        )
+        need(
+            self.loss_norm_constant is None or self.loss_norm_constant > 0,
+            f"loss_norm_constant must be > 0 or None, got {self.loss_norm_constant}",
+        )
+        need(self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}")
 
     def check_batch_size(self, batch_size: int) -> None:
         """Raise a clear error unless `batch_size` samples split into whole minibatches."""

@@ -1,10 +1,13 @@
 """The PPO loss terms as masked, pure functions.
 
-Every function takes an optional `mask` (1 = real position, 0 = padding) so that the same code
-averages over a flat batch of env steps (mask None) and over the real tokens of padded responses.
+Every loss term takes an optional `mask` (1 = real position, 0 = padding) so that the same code
+averages over a flat batch of env steps (mask None) and over the real tokens of padded responses,
+or explicit `weights` (`loss_weights`) that choose the aggregation and make micro-batches add up.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -41,12 +44,56 @@ def masked_whiten(
     return whitened if mask is None else whitened * mask.to(x.dtype)
 
 
+LossAggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum"]
+
+
+def loss_weights(
+    mask: Tensor,
+    aggregation: LossAggregation = "token_mean",
+    norm_constant: float | None = None,
+) -> Tensor:
+    """Per-position weights w such that a loss term is sum(w * x): how positions are averaged.
+
+    With m the mask [B, T] of real positions ([B] = one position per sample, as in classic):
+
+        token_mean          w = m / sum(m)               every real token counts once (PPO, DAPO)
+        seq_mean_token_mean w = m / (B * len_b)          every sequence counts once (GRPO)
+        seq_mean_token_sum  w = m / (B * C)              Dr. GRPO; C = norm_constant, default T
+
+    The weights of a minibatch, sliced into micro-batches, make gradient accumulation the same
+    update as one step on the whole minibatch.
+    """
+    m = mask.to(torch.float32) if not mask.is_floating_point() else mask
+    m = m[:, None] if m.dim() == 1 else m
+    n_seq = m.shape[0]
+    if aggregation == "token_mean":
+        w = m / m.sum().clamp(min=1.0)
+    elif aggregation == "seq_mean_token_mean":
+        w = m / (n_seq * m.sum(1, keepdim=True).clamp(min=1.0))
+    elif aggregation == "seq_mean_token_sum":
+        w = m / (n_seq * (norm_constant if norm_constant is not None else m.shape[1]))
+    else:
+        raise ValueError(
+            "loss aggregation must be 'token_mean', 'seq_mean_token_mean' or "
+            f"'seq_mean_token_sum', got {aggregation!r}"
+        )
+    return w.reshape(mask.shape)
+
+
+def _weights(x: Tensor, mask: Tensor | None, weights: Tensor | None) -> Tensor:
+    """`weights` if given, else the token mean over `mask` (all positions if None)."""
+    if weights is not None:
+        return weights
+    return loss_weights(torch.ones_like(x) if mask is None else mask).to(x.dtype)
+
+
 def clipped_surrogate_loss(
     logprobs: Tensor,
     old_logprobs: Tensor,
     advantages: Tensor,
     clip_eps: float,
     mask: Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO's clipped surrogate, as a loss to minimise:
 
@@ -61,12 +108,13 @@ def clipped_surrogate_loss(
     ratio = log_ratio.exp()
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    w = _weights(ratio, mask, weights)
+    loss = (torch.maximum(unclipped, clipped) * w).sum()
     with torch.no_grad():
         stats = {
-            "clipfrac": masked_mean(((ratio - 1.0).abs() > clip_eps).to(ratio.dtype), mask),
-            "approx_kl": masked_mean((ratio - 1.0) - log_ratio, mask),
-            "ratio": masked_mean(ratio, mask),
+            "clipfrac": (((ratio - 1.0).abs() > clip_eps).to(ratio.dtype) * w).sum(),
+            "approx_kl": (((ratio - 1.0) - log_ratio) * w).sum(),
+            "ratio": (ratio * w).sum(),
         }
     return loss, stats
 
@@ -77,6 +125,7 @@ def value_loss(
     returns: Tensor,
     clip_eps: float | None = None,
     mask: Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> Tensor:
     """Squared-error value loss, 0.5 * (V - R)^2, optionally clipped around the old values:
 
@@ -87,12 +136,14 @@ def value_loss(
     if clip_eps is not None:
         v_clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
         err = torch.maximum(err, (v_clipped - returns) ** 2)
-    return 0.5 * masked_mean(err, mask)
+    return 0.5 * (err * _weights(err, mask, weights)).sum()
 
 
-def entropy_bonus(entropy: Tensor, mask: Tensor | None = None) -> Tensor:
+def entropy_bonus(
+    entropy: Tensor, mask: Tensor | None = None, weights: Tensor | None = None
+) -> Tensor:
     """Mean policy entropy H(pi(.|s)) over real positions; the loss subtracts ent_coef times it."""
-    return masked_mean(entropy, mask)
+    return (entropy * _weights(entropy, mask, weights)).sum()
 
 
 def explained_variance(values: Tensor, returns: Tensor, mask: Tensor | None = None) -> float:

@@ -4,6 +4,9 @@ The adapter supplies the batch (a dict of tensors whose first dimension is the s
 for classic, a response for lm) and `evaluate(minibatch) -> Evaluation`, which re-runs its networks
 on the minibatch. Everything else, the losses, advantage normalisation, gradient clipping, the
 learning-rate schedule and the target-KL early stop, happens here.
+
+The same loop serves the critic-free methods (GRPO, RLOO, REINFORCE++): a batch without `returns`
+has no value loss, and `cfg.kl_coef` > 0 adds the KL to a reference (`ref_logprobs`) to the loss.
 """
 
 from __future__ import annotations
@@ -16,16 +19,15 @@ import torch
 from torch import Tensor
 
 from ppo_bridge.config import PPOConfig
+from ppo_bridge.kl import kl_estimate
 from ppo_bridge.losses import (
     clipped_surrogate_loss,
     entropy_bonus,
     explained_variance,
-    masked_mean,
+    loss_weights,
     masked_whiten,
     value_loss,
 )
-
-REQUIRED_KEYS = ("logprobs", "values", "advantages", "returns")
 
 
 @dataclass
@@ -34,7 +36,7 @@ class Evaluation:
 
     logprobs: Tensor  # log pi(a|s), shaped like batch["logprobs"]
     entropy: Tensor  # H(pi(.|s)), same shape
-    values: Tensor  # V(s), same shape
+    values: Tensor | None = None  # V(s), same shape; None for a critic-free method
 
 
 class Backend(Protocol):
@@ -60,6 +62,18 @@ class LocalBackend:
         return tensor
 
 
+def check_batch(batch: Mapping[str, Tensor], cfg: PPOConfig) -> None:
+    """KeyError naming what the batch lacks for this config."""
+    required = ["logprobs", "advantages"]
+    if "returns" in batch:
+        required.append("values")  # with a critic: the old values, for value clipping
+    if cfg.kl_coef > 0:
+        required.append("ref_logprobs")
+    missing = [k for k in required if k not in batch]
+    if missing:
+        raise KeyError(f"ppo_update: the batch lacks {missing}")
+
+
 def ppo_update(
     batch: Mapping[str, Tensor],
     evaluate: Callable[[dict[str, Tensor]], Evaluation],
@@ -72,14 +86,15 @@ def ppo_update(
 ) -> dict[str, float]:
     """Run the PPO epochs on `batch` and return the mean metrics of the minibatch steps taken.
 
-    `batch` holds at least logprobs, values, advantages and returns (old, detached), optionally a
-    `mask` of real positions, plus whatever `evaluate` needs. `progress` in [0, 1] is the share of
-    training done, for the linear learning-rate decay. Raises FloatingPointError on a non-finite
-    loss, before the optimizer step, so no bad parameters are ever written.
+    `batch` holds at least logprobs and advantages (old, detached), `values` and `returns` for a
+    critic, `ref_logprobs` when `cfg.kl_coef` > 0, optionally a `mask` of real positions, plus
+    whatever `evaluate` needs. `progress` in [0, 1] is the share of training done, for the linear
+    learning-rate decay. Each minibatch is whitened and weighted as a whole before it is split
+    into `grad_accum_steps` micro-batches, so accumulation is the same step as one big minibatch.
+    Raises FloatingPointError on a non-finite loss, before the optimizer step, so no bad parameters
+    are ever written.
     """
-    missing = [k for k in REQUIRED_KEYS if k not in batch]
-    if missing:
-        raise KeyError(f"ppo_update: the batch lacks {missing}")
+    check_batch(batch, cfg)
     backend = backend or LocalBackend()
     n = batch["logprobs"].shape[0]
     cfg.check_batch_size(n)
@@ -100,21 +115,29 @@ def ppo_update(
     for epoch in range(cfg.n_epochs):
         order = torch.randperm(n, generator=generator, device="cpu")
         for start in range(0, n, cfg.minibatch_size):
+            idx = order[start : start + cfg.minibatch_size]
+            mb = {k: v[idx.to(v.device)] for k, v in data.items()}
+            mb_mask = mb.get("mask")
+            if cfg.normalize_advantages == "minibatch":
+                mb["advantages"] = masked_whiten(mb["advantages"], mb_mask)
+            real = mb_mask if mb_mask is not None else torch.ones_like(mb["advantages"])
+            weights = loss_weights(real, cfg.loss_aggregation, cfg.loss_norm_constant)
+            mb["weights"] = weights.to(mb["advantages"].dtype)
             optimizer.zero_grad(set_to_none=True)
             step_stats: dict[str, Tensor] = {}
-            for m in range(start, start + cfg.minibatch_size, micro):
-                idx = order[m : m + micro]
-                mb = {k: v[idx.to(v.device)] for k, v in data.items()}
-                loss, stats = _minibatch_loss(mb, evaluate(mb), cfg)
+            for m in range(0, cfg.minibatch_size, micro):
+                part = {k: v[m : m + micro] for k, v in mb.items()}
+                loss, stats = _minibatch_loss(part, evaluate(part), cfg)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
-                        f"non-finite PPO loss at epoch {epoch}, samples {m}..{m + micro} "
-                        f"(policy {stats['policy_loss']:.4g}, value {stats['value_loss']:.4g}): "
-                        "lower lr or check rewards/observations for inf/NaN"
+                        f"non-finite PPO loss at epoch {epoch}, samples {start + m}.."
+                        f"{start + m + micro} (policy {stats['policy_loss']:.4g}, value "
+                        f"{stats.get('value_loss', 0.0):.4g}): lower lr or check "
+                        "rewards/observations for inf/NaN"
                     )
-                backend.backward(loss / cfg.grad_accum_steps)
-                for k, v in stats.items():
-                    step_stats[k] = step_stats.get(k, 0.0) + v / cfg.grad_accum_steps
+                backend.backward(loss)
+                for k, v in stats.items():  # weighted sums: the micro-batches add up
+                    step_stats[k] = step_stats.get(k, 0.0) + v
             approx_kl = backend.reduce(step_stats["approx_kl"].reshape(1), "mean").item()
             if cfg.target_kl is not None and approx_kl > 1.5 * cfg.target_kl:
                 optimizer.zero_grad(set_to_none=True)
@@ -130,36 +153,36 @@ def ppo_update(
             break
 
     metrics = {k: v / max(n_updates, 1) for k, v in sums.items()}
-    metrics.update(
-        explained_variance=explained_variance(batch["values"], batch["returns"], mask),
-        n_updates=float(n_updates),
-        early_stop=float(early_stop),
-        lr=lr,
-    )
+    if "returns" in batch:
+        metrics["explained_variance"] = explained_variance(batch["values"], batch["returns"], mask)
+    metrics.update(n_updates=float(n_updates), early_stop=float(early_stop), lr=lr)
     return metrics
 
 
 def _minibatch_loss(
     mb: dict[str, Tensor], ev: Evaluation, cfg: PPOConfig
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """loss = clipped surrogate + vf_coef * value loss - ent_coef * entropy, and detached stats."""
-    mask = mb.get("mask")
-    adv = mb["advantages"]
-    if cfg.normalize_advantages == "minibatch":
-        adv = masked_whiten(adv, mask)
-    pg_loss, pg_stats = clipped_surrogate_loss(ev.logprobs, mb["logprobs"], adv, cfg.clip_eps, mask)
-    v_loss = value_loss(ev.values, mb["values"], mb["returns"], cfg.clip_vf, mask)
-    entropy = entropy_bonus(ev.entropy, mask)
-    loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
-    stats = {
-        "policy_loss": pg_loss.detach(),
-        "value_loss": v_loss.detach(),
-        "entropy": entropy.detach(),
-        "loss": loss.detach(),
-        **pg_stats,
-    }
-    if cfg.clip_vf is not None:
-        stats["value_clipfrac"] = masked_mean(
-            ((ev.values - mb["values"]).abs() > cfg.clip_vf).to(adv.dtype), mask
-        ).detach()
+    """loss = clipped surrogate + vf_coef * value loss - ent_coef * entropy + kl_coef * KL, each
+    the sum of its per-position terms times `mb["weights"]`; and detached stats, weighted alike."""
+    w = mb["weights"]
+    pg_loss, pg_stats = clipped_surrogate_loss(
+        ev.logprobs, mb["logprobs"], mb["advantages"], cfg.clip_eps, weights=w
+    )
+    entropy = entropy_bonus(ev.entropy, weights=w)
+    loss = pg_loss - cfg.ent_coef * entropy
+    stats = {"policy_loss": pg_loss.detach(), "entropy": entropy.detach(), **pg_stats}
+    if "returns" in mb:
+        if ev.values is None:
+            raise ValueError("the batch has returns but evaluate() gave no values")
+        v_loss = value_loss(ev.values, mb["values"], mb["returns"], cfg.clip_vf, weights=w)
+        loss = loss + cfg.vf_coef * v_loss
+        stats["value_loss"] = v_loss.detach()
+        if cfg.clip_vf is not None:
+            clipped = ((ev.values - mb["values"]).abs() > cfg.clip_vf).to(w.dtype)
+            stats["value_clipfrac"] = (clipped * w).sum().detach()
+    if cfg.kl_coef > 0:
+        kl = (kl_estimate(ev.logprobs, mb["ref_logprobs"], "k3") * w).sum()
+        loss = loss + cfg.kl_coef * kl
+        stats["kl"] = kl.detach()
+    stats["loss"] = loss.detach()
     return loss, stats

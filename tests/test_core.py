@@ -15,8 +15,11 @@ from ppo_bridge import (
     FixedKLController,
     PPOConfig,
     clipped_surrogate_loss,
+    discounted_returns,
     gae,
+    group_advantages,
     kl_estimate,
+    loss_weights,
     masked_mean,
     masked_whiten,
     ppo_update,
@@ -199,6 +202,10 @@ def test_kl_controllers():
         ({"minibatch_size": 64, "grad_accum_steps": 3}, "grad_accum_steps"),
         ({"target_kl": 0.0}, "target_kl"),
         ({"normalize_advantages": "yes"}, "normalize_advantages"),
+        ({"lr": float("inf")}, "lr must be a finite number"),
+        ({"clip_vf": float("nan")}, "clip_vf must be a finite number"),
+        ({"loss_aggregation": "sum"}, "loss_aggregation"),
+        ({"kl_coef": -1.0}, "kl_coef"),
     ],
 )
 def test_config_rejects_bad_values_with_a_clear_message(kwargs, match):
@@ -267,14 +274,175 @@ def test_ppo_update_raises_on_non_finite_loss_before_stepping():
     torch.testing.assert_close(logits.detach(), before)
 
 
-def test_ppo_update_gradient_accumulation_matches_one_big_step():
+def _token_problem(seed: int = 0, n: int = 8, t: int = 5):
+    """A [n, t] padded token batch of a per-position softmax policy over 3 actions."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.nn.Parameter(torch.randn(n, t, 3, generator=gen))
+    values = torch.nn.Parameter(torch.zeros(n, t))
+    actions = torch.randint(0, 3, (n, t), generator=gen)
+    lengths = torch.randint(1, t + 1, (n,), generator=gen)
+    mask = (torch.arange(t)[None, :] < lengths[:, None]).float()
+    old_logp = torch.log_softmax(logits.detach(), -1).gather(-1, actions[..., None])[..., 0]
+    batch = {
+        "idx": torch.arange(n),
+        "actions": actions,
+        "logprobs": old_logp - 0.1 * torch.randn(n, t, generator=gen),
+        "ref_logprobs": old_logp + 0.1 * torch.randn(n, t, generator=gen),
+        "values": torch.randn(n, t, generator=gen),
+        "advantages": torch.randn(n, t, generator=gen) * mask,
+        "returns": torch.randn(n, t, generator=gen),
+        "mask": mask,
+    }
+
+    def evaluate(mb):
+        logp_all = torch.log_softmax(logits[mb["idx"]], -1)
+        logp = logp_all.gather(-1, mb["actions"][..., None])[..., 0]
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        return Evaluation(logp, entropy, values[mb["idx"]])
+
+    return [logits, values], batch, evaluate
+
+
+@pytest.mark.parametrize("norm", ["minibatch", "batch", "off"])
+@pytest.mark.parametrize("aggregation", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum"])
+def test_gradient_accumulation_is_one_big_step(norm, aggregation):
+    """Micro-batches of 1 to 8 sequences of unequal length give the step of one minibatch of 8."""
     results = []
-    for accum in (1, 4):
-        logits, batch, evaluate, opt = _regression_problem()
-        opt = torch.optim.SGD([logits], lr=0.1)
+    for accum in (1, 2, 8):
+        params, batch, evaluate = _token_problem()
+        opt = torch.optim.SGD(params, lr=0.1)
         cfg = PPOConfig(
-            n_epochs=1, minibatch_size=256, grad_accum_steps=accum, normalize_advantages="batch"
+            n_epochs=1,
+            minibatch_size=8,
+            grad_accum_steps=accum,
+            normalize_advantages=norm,
+            loss_aggregation=aggregation,
+            clip_vf=0.2,
+            ent_coef=0.01,
+            kl_coef=0.05,
+            max_grad_norm=None,
         )
-        ppo_update(batch, evaluate, opt, cfg, generator=torch.Generator().manual_seed(0))
-        results.append(logits.detach().clone())
-    torch.testing.assert_close(results[0], results[1])
+        metrics = ppo_update(batch, evaluate, opt, cfg, generator=torch.Generator().manual_seed(0))
+        results.append(([p.detach().clone() for p in params], metrics))
+    (ref_params, ref_metrics), *others = results
+    for got_params, metrics in others:
+        for a, b in zip(ref_params, got_params, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        for key in ("policy_loss", "value_loss", "entropy", "kl", "approx_kl", "clipfrac"):
+            assert metrics[key] == pytest.approx(ref_metrics[key], rel=1e-5, abs=1e-7), key
+    assert not torch.equal(ref_params[0], _token_problem()[0][0].detach())  # it did move
+
+
+def test_loss_weights_by_hand():
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0], [10.0, 100.0, 100.0, 100.0]])
+    token_mean = (x * loss_weights(mask, "token_mean")).sum()
+    assert token_mean.item() == pytest.approx((1 + 2 + 3 + 10) / 4)
+    seq_mean = (x * loss_weights(mask, "seq_mean_token_mean")).sum()
+    assert seq_mean.item() == pytest.approx(((1 + 2 + 3) / 3 + 10 / 1) / 2)
+    dr_grpo = (x * loss_weights(mask, "seq_mean_token_sum")).sum()
+    assert dr_grpo.item() == pytest.approx((6 / 4 + 10 / 4) / 2)  # C = padded length 4
+    dr_grpo_c = (x * loss_weights(mask, "seq_mean_token_sum", norm_constant=16)).sum()
+    assert dr_grpo_c.item() == pytest.approx((6 / 16 + 10 / 16) / 2)
+    flat = torch.ones(4)  # classic: one position per sample, every aggregation is the mean
+    for kind in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum"):
+        torch.testing.assert_close(loss_weights(flat, kind), torch.full((4,), 0.25))
+    with pytest.raises(ValueError, match="aggregation"):
+        loss_weights(mask, "sum")
+
+
+def test_critic_free_update_moves_the_policy_without_a_value_loss():
+    logits, batch, evaluate, opt = _regression_problem()
+    del batch["values"], batch["returns"]
+
+    def actor_only(mb):
+        ev = evaluate(mb)
+        return Evaluation(ev.logprobs, ev.entropy)
+
+    metrics = ppo_update(batch, actor_only, opt, PPOConfig(n_epochs=4, minibatch_size=64, lr=0.05))
+    assert torch.softmax(logits, -1)[1] > 0.6
+    assert "value_loss" not in metrics and "explained_variance" not in metrics
+
+
+def test_kl_in_the_loss_pulls_towards_the_reference():
+    """With zero advantages, only kl_coef * k3 KL(pi || ref) moves the policy: towards ref."""
+    finals = {}
+    for kl_coef in (0.0, 1.0):
+        logits, batch, evaluate, opt = _regression_problem()
+        ref = torch.log_softmax(torch.tensor([2.0, -2.0]), -1)
+        batch = {k: v for k, v in batch.items() if k not in ("values", "returns")}
+        batch["advantages"] = torch.zeros(256)
+        batch["ref_logprobs"] = ref[batch["actions"]]
+
+        def actor_only(mb, evaluate=evaluate):
+            ev = evaluate(mb)
+            return Evaluation(ev.logprobs, ev.entropy)
+
+        cfg = PPOConfig(n_epochs=4, minibatch_size=64, lr=0.05, kl_coef=kl_coef)
+        metrics = ppo_update(batch, actor_only, opt, cfg)
+        finals[kl_coef] = torch.softmax(logits.detach(), -1)[0].item()
+        assert ("kl" in metrics) == (kl_coef > 0)
+    assert finals[0.0] == pytest.approx(0.5)
+    assert finals[1.0] > 0.6
+    with pytest.raises(KeyError, match="ref_logprobs"):
+        _, batch, evaluate, opt = _regression_problem()
+        ppo_update(batch, evaluate, opt, PPOConfig(minibatch_size=64, kl_coef=0.1))
+
+
+def brute_force_group_advantages(scores, g, baseline, scale, eps):
+    out = []
+    for i, r in enumerate(scores):
+        group = scores[i // g * g : i // g * g + g]
+        others = [s for j, s in enumerate(group) if j != i % g]
+        base = sum(group) / g if baseline == "mean" else sum(others) / len(others)
+        adv = r - base
+        if scale == "std":
+            mean = sum(group) / g
+            adv /= math.sqrt(sum((s - mean) ** 2 for s in group) / (g - 1)) + eps
+        out.append(adv)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    g=st.integers(2, 6),
+    n_groups=st.integers(1, 4),
+    baseline=st.sampled_from(["mean", "leave_one_out"]),
+    scale=st.sampled_from(["std", "none"]),
+    data=st.data(),
+)
+def test_group_advantages_against_brute_force(g, n_groups, baseline, scale, data):
+    scores = data.draw(
+        st.lists(st.floats(-10, 10, width=32), min_size=g * n_groups, max_size=g * n_groups)
+    )
+    got = group_advantages(torch.tensor(scores, dtype=torch.float64), g, baseline, scale, 1e-4)
+    want = brute_force_group_advantages(scores, g, baseline, scale, 1e-4)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-9)
+
+
+def test_group_advantages_errors():
+    with pytest.raises(ValueError, match="do not split into groups of 4"):
+        group_advantages(torch.zeros(6), 4)
+    with pytest.raises(ValueError, match="num_generations >= 2"):
+        group_advantages(torch.zeros(6), 1, "leave_one_out", "none")
+    torch.testing.assert_close(group_advantages(torch.ones(3), 1, "mean", "none"), torch.zeros(3))
+
+
+def test_discounted_returns_by_brute_force():
+    gen = torch.Generator().manual_seed(0)
+    rewards = torch.randn(6, 3, generator=gen)
+    terminated = torch.zeros(6, 3)
+    terminated[2, 0] = terminated[5] = 1.0
+    mask = torch.ones(6, 3)
+    mask[4:, 1] = 0.0  # padding after a sequence's end
+    rewards = rewards * mask
+    got = discounted_returns(rewards, terminated, mask, gamma=0.9)
+    for i in range(3):
+        for t in range(6):
+            total, k = 0.0, t
+            while k < 6:
+                total += 0.9 ** (k - t) * rewards[k, i].item()
+                if terminated[k, i]:
+                    break
+                k += 1
+            assert got[t, i].item() == pytest.approx(total * mask[t, i].item(), abs=1e-5)
