@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
 
 import torch
 from accelerate import Accelerator
@@ -50,6 +50,7 @@ from ppo_bridge import (
     Evaluation,
     FixedKLController,
     PPOConfig,
+    group_advantages,
     kl_estimate,
     masked_whiten,
     ppo_update,
@@ -57,16 +58,31 @@ from ppo_bridge import (
 from ppo_bridge.config import AdvantageNorm
 from ppo_bridge.kl import KLEstimator
 
+Algo = Literal["ppo", "grpo", "rloo", "reinforce_pp"]
+
 
 @dataclass
 class LMPPOConfig(PPOConfig):
-    """PPO for language models. The PPOConfig fields keep their meaning; LM defaults differ.
+    """PPO and its critic-free relatives for language models, on one pipeline.
 
-    `batch_size` prompts per process and iteration, one response each; `minibatch_size` counts
-    responses. beta is fixed unless `kl_target` is set (then adaptive, Ziegler et al. 2019).
-    The defaults are tuned for the toy world's tiny GPT-2 (lr, beta, iterations): a real model
-    wants a lower lr (~1e-5) and more iterations.
+    `algo` picks the advantage estimator; everything else is the same rollout and update:
+
+        ppo           GAE on a value head, KL to the reference in the per-token reward
+        grpo          group-normalised scores (r - mean_g) / std_g, KL (k3) in the loss
+        rloo          leave-one-out baseline on score - beta * KL of each response
+        reinforce_pp  sum of the later KL-shaped token rewards, whitened over the global batch
+
+    `batch_size` responses per process and iteration: batch_size / num_generations prompts, each
+    sampled num_generations times (a group never spans two processes); `minibatch_size` counts
+    responses. beta (KL in the reward) is fixed unless `kl_target` is set (then adaptive, Ziegler
+    et al. 2019); kl_coef is the KL in the loss. The PPOConfig fields keep their meaning; the
+    defaults are PPO's, tuned for the toy world's tiny GPT-2 (a real model wants a lower lr,
+    ~1e-5, and more iterations); `for_algo` applies each algorithm's own (ALGO_PRESETS).
     """
+
+    algo: Algo = "ppo"
+    num_generations: int = 1  # responses per prompt (a group)
+    scale_rewards: bool = True  # grpo / rloo: divide group advantages by the group's std
 
     lr: float = 2e-4
     gamma: float = 1.0
@@ -78,7 +94,7 @@ class LMPPOConfig(PPOConfig):
     max_grad_norm: float | None = 1.0
     normalize_advantages: AdvantageNorm = "batch"  # whitened over all real tokens of the batch
     # rollout
-    batch_size: int = 64  # prompts per process per iteration
+    batch_size: int = 64  # responses per process per iteration
     total_iterations: int = 50
     max_new_tokens: int = 16
     temperature: float = 1.0
@@ -105,6 +121,17 @@ class LMPPOConfig(PPOConfig):
                 raise ValueError(msg)
 
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(self.algo in get_args(Algo), f"algo must be in {get_args(Algo)}, got {self.algo!r}")
+        need(
+            self.num_generations >= (2 if self.algo in ("grpo", "rloo") else 1),
+            f"{self.algo} compares responses to the same prompt: num_generations must be >= 2, "
+            f"got {self.num_generations}",
+        )
+        need(
+            self.batch_size % self.num_generations == 0,
+            f"batch_size ({self.batch_size}) must hold whole groups: make it a multiple of "
+            f"num_generations ({self.num_generations})",
+        )
         need(
             self.batch_size % self.minibatch_size == 0,
             f"batch_size ({self.batch_size}) must be a multiple of minibatch_size "
@@ -143,10 +170,40 @@ class LMPPOConfig(PPOConfig):
         )
         need(self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}")
 
+    @classmethod
+    def for_algo(cls, algo: str = "ppo", **overrides: Any) -> LMPPOConfig:
+        """The config of `algo` (its ALGO_PRESETS entry over the defaults) with `overrides`."""
+        if algo not in ALGO_PRESETS:
+            raise ValueError(f"unknown algo {algo!r}: pass one of {', '.join(ALGO_PRESETS)}")
+        return cls(**{"algo": algo, **ALGO_PRESETS[algo], **overrides})
+
+    @property
+    def critic(self) -> bool:
+        """Whether the algorithm trains the value head (PPO only)."""
+        return self.algo == "ppo"
+
     def resolved_mixed_precision(self) -> str:
         if self.mixed_precision != "auto":
             return self.mixed_precision
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+# Each critic-free algorithm's departures from the PPO defaults, tuned on the default toy world
+# (bench/README.md): no value head or value loss; advantages already normalised by the method.
+ALGO_PRESETS: dict[str, dict[str, Any]] = {
+    "ppo": {},
+    "grpo": dict(
+        num_generations=4,
+        beta=0.0,  # the KL goes in the loss (kl_coef), not in the reward
+        kl_target=None,
+        kl_coef=0.2,
+        kl_estimator="k3",
+        normalize_advantages="off",
+        loss_aggregation="seq_mean_token_mean",
+    ),
+    "rloo": dict(num_generations=4, scale_rewards=False, normalize_advantages="off"),
+    "reinforce_pp": dict(normalize_advantages="off"),
+}
 
 
 def cpu_only() -> bool:
@@ -223,6 +280,7 @@ class LMPPOTrainer:
 
         self.ref = copy.deepcopy(policy).to(acc.device).eval().requires_grad_(False)
         model = PolicyWithValueHead(policy)
+        model.value_head.requires_grad_(cfg.critic)  # critic-free: an unused head stays out of DDP
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, eps=1e-5)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.model.eval()
@@ -242,14 +300,17 @@ class LMPPOTrainer:
     # ---------------------------------------------------------------- rollout
 
     def next_prompt_indices(self) -> list[int]:
-        """This process's shard of the next global batch, from shuffled passes over the prompts."""
-        acc, bs = self.accelerator, self.cfg.batch_size
-        n_global = bs * acc.num_processes
+        """This process's shard of the next global batch, from shuffled passes over the prompts:
+        batch_size / num_generations prompts, each repeated num_generations times in a row."""
+        acc, k = self.accelerator, self.cfg.num_generations
+        per_process = self.cfg.batch_size // k
+        n_global = per_process * acc.num_processes
         while len(self.prompt_queue) < n_global:
             perm = torch.randperm(len(self.prompts), generator=self.prompt_gen)
             self.prompt_queue += perm.tolist()
         batch, self.prompt_queue = self.prompt_queue[:n_global], self.prompt_queue[n_global:]
-        return batch[acc.process_index * bs : (acc.process_index + 1) * bs]
+        mine = batch[acc.process_index * per_process : (acc.process_index + 1) * per_process]
+        return [i for i in mine for _ in range(k)]
 
     @torch.no_grad()
     def rollout(self, prompts: list[str], prompt_ids: list[list[int]]) -> Rollout:
@@ -339,54 +400,26 @@ class LMPPOTrainer:
     # ---------------------------------------------------------------- PPO iteration
 
     def step(self) -> dict[str, float]:
-        """One rollout + PPO update; returns the iteration's metrics (means over all processes)."""
+        """One iteration, rollout -> rewards -> advantages -> update; returns its metrics (means
+        over all processes)."""
         cfg, acc = self.cfg, self.accelerator
         start = time.perf_counter()
         indices = self.next_prompt_indices()
         ro = self.rollout([self.prompts[i] for i in indices], [self.prompt_ids[i] for i in indices])
-
         scores = ro.scores.clone()
         if cfg.missing_eos_penalty is not None:
             scores[~ro.has_eos] -= cfg.missing_eos_penalty
-        reward_scores = scores
         if cfg.normalize_scores:
-            everyone = acc.gather(scores)
-            rank = acc.process_index
-            reward_scores = masked_whiten(everyone)[rank * len(scores) : (rank + 1) * len(scores)]
+            scores_for_reward = masked_whiten(scores, reduce_sum=self.sum_over_processes)
+        else:
+            scores_for_reward = scores
         beta = self.kl_ctl.value
         rewards, kl = per_token_rewards(
-            ro.logprobs, ro.ref_logprobs, reward_scores, ro.mask, beta, cfg.kl_estimator
+            ro.logprobs, ro.ref_logprobs, scores_for_reward, ro.mask, beta, cfg.kl_estimator
         )
-        advantages, returns = token_advantages(
-            rewards, ro.values, ro.mask, cfg.gamma, cfg.gae_lambda
-        )
-        n_resp = ro.mask.shape[1]
-        batch = {
-            "query_responses": ro.query_responses,
-            "attention_mask": ro.attention_mask,
-            "logprobs": ro.logprobs,
-            "values": ro.values,
-            "advantages": advantages,
-            "returns": returns,
-            "mask": ro.mask,
-        }
-
-        def evaluate(mb: dict[str, Tensor]) -> Evaluation:
-            lp, ent, v = policy_forward(
-                self.model, mb["query_responses"], mb["attention_mask"], n_resp, cfg.temperature
-            )
-            return Evaluation(logprobs=lp, entropy=ent, values=v)
-
+        batch = self.advantages(ro, rewards)
         t_update = time.perf_counter()
-        stats = ppo_update(
-            batch,
-            evaluate,
-            self.optimizer,
-            cfg,
-            progress=self.iteration / cfg.total_iterations,
-            generator=self.update_gen,
-            backend=acc,
-        )
+        stats = self.update(batch)
         seconds_update = time.perf_counter() - t_update
 
         kl_seq = kl.sum(1)
@@ -403,15 +436,18 @@ class LMPPOTrainer:
             "policy/clipfrac_avg": stats["clipfrac"],
             "policy/entropy_avg": stats["entropy"],
             "loss/policy_avg": stats["policy_loss"],
-            "loss/value_avg": stats["value_loss"],
             "val/ratio": stats["ratio"],
-            "val/explained_variance": stats["explained_variance"],
             "time/generate": ro.seconds_generate,
             "time/score": ro.seconds_score,
             "time/update": seconds_update,
         }
-        if "value_clipfrac" in stats:
-            local["val/clipfrac_avg"] = stats["value_clipfrac"]
+        optional = {
+            "value_loss": "loss/value_avg",
+            "explained_variance": "val/explained_variance",
+            "value_clipfrac": "val/clipfrac_avg",
+            "kl": "loss/kl_avg",  # the KL term in the loss (grpo)
+        }
+        local.update({name: stats[key] for key, name in optional.items() if key in stats})
         if self.gold_fn is not None:
             gold = check_scores(self.gold_fn(ro.prompts, ro.responses), len(ro.prompts))
             local["objective/gold"] = gold.mean()
@@ -436,6 +472,60 @@ class LMPPOTrainer:
         )
         return metrics
 
+    def advantages(self, ro: Rollout, rewards: Tensor) -> dict[str, Tensor]:
+        """The update's batch, with the advantage estimate that `cfg.algo` names:
+
+        ppo           GAE(gamma, lambda) on the value head's V, and returns for the value loss
+        reinforce_pp  G_t = sum_k gamma^k r_{t+k} (GAE with V = 0, lambda = 1), whitened over
+                      the real tokens of the global batch
+        grpo / rloo   one group advantage per response from its summed reward (the score,
+                      minus beta * KL), on each of its tokens
+        """
+        cfg = self.cfg
+        batch = {
+            "query_responses": ro.query_responses,
+            "attention_mask": ro.attention_mask,
+            "logprobs": ro.logprobs,
+            "mask": ro.mask,
+        }
+        if cfg.kl_coef > 0:
+            batch["ref_logprobs"] = ro.ref_logprobs
+        if cfg.algo == "ppo":
+            adv, ret = token_advantages(rewards, ro.values, ro.mask, cfg.gamma, cfg.gae_lambda)
+            batch.update(advantages=adv, returns=ret, values=ro.values)
+        elif cfg.algo == "reinforce_pp":
+            ret = token_advantages(rewards, torch.zeros_like(rewards), ro.mask, cfg.gamma, 1.0)[1]
+            batch["advantages"] = masked_whiten(ret, ro.mask, reduce_sum=self.sum_over_processes)
+        else:
+            baseline = "mean" if cfg.algo == "grpo" else "leave_one_out"
+            scale = "std" if cfg.scale_rewards else "none"
+            adv = group_advantages(rewards.sum(1), cfg.num_generations, baseline, scale)
+            batch["advantages"] = adv[:, None] * ro.mask
+        return batch
+
+    def update(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        """The core's `ppo_update`, re-running the policy (and the value head, for PPO)."""
+        cfg, n_resp = self.cfg, batch["mask"].shape[1]
+
+        def evaluate(mb: dict[str, Tensor]) -> Evaluation:
+            lp, ent, v = policy_forward(
+                self.model, mb["query_responses"], mb["attention_mask"], n_resp, cfg.temperature
+            )
+            return Evaluation(logprobs=lp, entropy=ent, values=v if cfg.critic else None)
+
+        return ppo_update(
+            batch,
+            evaluate,
+            self.optimizer,
+            cfg,
+            progress=self.iteration / cfg.total_iterations,
+            generator=self.update_gen,
+            backend=self.accelerator,
+        )
+
+    def sum_over_processes(self, tensor: Tensor) -> Tensor:
+        return self.accelerator.reduce(tensor, "sum")
+
     def reduce_mean(self, values: dict[str, Tensor | float]) -> dict[str, float]:
         """Average scalar metrics over the processes (one all-reduce)."""
         stacked = torch.tensor([float(v) for v in values.values()], device=self.accelerator.device)
@@ -453,7 +543,7 @@ class LMPPOTrainer:
         start = time.perf_counter()
         bar = tqdm(
             total=cfg.total_iterations - self.iteration,
-            desc="ppo",
+            desc=cfg.algo,
             disable=not acc.is_main_process,
         )
         while self.iteration < cfg.total_iterations:

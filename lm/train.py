@@ -1,10 +1,13 @@
-"""`python -m lm.train`: PPO on a causal LM, by default the toy RLHF world, offline.
+"""`python -m lm.train`: PPO (or GRPO, RLOO, REINFORCE++) on a causal LM, by default the toy
+RLHF world, offline.
 
     python -m lm.train                                   # build/load the toy world, run PPO
+    python -m lm.train --algo grpo --num-generations 4   # grpo | rloo | reinforce_pp
     python -m lm.train --policy DIR --reward-model DIR --prompts FILE.txt|DIR|DATASET_ID
     torchrun --nproc_per_node 2 -m lm.train ...          # 2 processes (each its own prompt shard)
 
-Every `LMPPOConfig` field is a flag: `--batch-size 32`, `--kl-target none`, `--normalize-scores`.
+Every `LMPPOConfig` field is a flag: `--batch-size 32`, `--kl-target none`, `--normalize-scores`;
+`--algo` picks the method and its preset (`lm.ppo.ALGO_PRESETS`), which other flags override.
 Whatever of policy / reward model / prompts is not given comes from the toy world. A reward model
 whose tokenizer differs from the policy's scores the decoded text re-encoded with its own tokenizer.
 Prints before/after metrics and samples, writes metrics.csv, tb/, curves.png and policy/ to --out;
@@ -53,7 +56,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1,
         help="torch CPU threads per process (1 is fastest for the toy model on a shared CPU)",
     )
-    add_config_arguments(parser.add_argument_group("LMPPOConfig"), LMPPOConfig)
+    add_config_arguments(
+        parser.add_argument_group("LMPPOConfig"),
+        LMPPOConfig,
+        default_note=" (before the --algo preset)",
+    )
     return parser.parse_args(argv)
 
 
@@ -91,7 +98,8 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     for flag, name in (("--policy", args.policy), ("--reward-model", args.reward_model)):
         check_model_source(flag, name)
-    cfg = LMPPOConfig(**config_overrides(args, LMPPOConfig))
+    overrides = config_overrides(args, LMPPOConfig)
+    cfg = LMPPOConfig.for_algo(overrides.pop("algo", "ppo"), **overrides)
     world = None
     if not (args.policy and args.reward_model and args.prompts):
         from lm.world import WorldConfig, build_world, default_cache_dir
@@ -134,6 +142,7 @@ def run(args: argparse.Namespace) -> dict:
         "kl": after["kl"],
         "eos_fraction": after["eos_fraction"],
         "eos_fraction_before": before["eos_fraction"],
+        "algo": cfg.algo,
         "iterations": trainer.iteration,
         "ppo_s": ppo_s,
         "wall_s": time.perf_counter() - start,

@@ -3,7 +3,7 @@
 Every PPO formula lives here once, as small functions over torch tensors with optional masks:
 
 - `gae`: generalised advantage estimation with terminations, truncations and padding masks.
-- `critic_free`: group advantages (GRPO, Dr. GRPO, RLOO) and REINFORCE++ returns.
+- `critic_free`: group advantages (GRPO, Dr. GRPO, RLOO).
 - `losses`: masked mean / whitening, the loss aggregations, the clipped surrogate, the (clipped)
   value loss, entropy.
 - `kl`: the k1, k2, k3 KL estimators and the fixed / adaptive KL controllers.
@@ -12,7 +12,7 @@ Every PPO formula lives here once, as small functions over torch tensors with op
 """
 
 from ppo_bridge.config import PPOConfig
-from ppo_bridge.critic_free import discounted_returns, group_advantages
+from ppo_bridge.critic_free import group_advantages
 from ppo_bridge.gae import gae
 from ppo_bridge.kl import AdaptiveKLController, FixedKLController, KLController, kl_estimate
 from ppo_bridge.losses import (
@@ -34,7 +34,6 @@ __all__ = [
     "KLController",
     "PPOConfig",
     "clipped_surrogate_loss",
-    "discounted_returns",
     "entropy_bonus",
     "explained_variance",
     "gae",

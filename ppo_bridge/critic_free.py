@@ -1,4 +1,4 @@
-"""Advantages without a critic: group baselines (GRPO, Dr. GRPO, RLOO) and REINFORCE++ returns.
+"""Advantages without a critic: group baselines (GRPO, Dr. GRPO, RLOO).
 
 For B = prompts x group_size sampled responses with scalar scores r (consecutive rows share a
 prompt), the baseline is estimated from the other responses to the same prompt:
@@ -8,19 +8,16 @@ prompt), the baseline is estimated from the other responses to the same prompt:
                        = G / (G - 1) * (r_i - mean_g(r))
     scale "std"    A_i <- A_i / (std_g(r) + eps)                       (GRPO; Bessel's std, as trl)
 
-REINFORCE++ (Hu 2025) instead gives every token the discounted sum of the KL-shaped per-token
-rewards that follow it, G_t = sum_k gamma^k r_{t+k}: that is GAE with V = 0 and lambda = 1, so it
-is computed by the core's `gae`, then whitened over the whole batch by the caller.
+REINFORCE++ (Hu 2025) needs no function of its own: its advantage, the discounted sum of the
+KL-shaped per-token rewards that follow a token, G_t = sum_k gamma^k r_{t+k}, is the core's `gae`
+with V = 0 and lambda = 1, whitened over the whole batch (`masked_whiten` with `reduce_sum`).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from torch import Tensor
-
-from ppo_bridge.gae import gae
 
 Baseline = Literal["mean", "leave_one_out"]
 Scale = Literal["std", "none"]
@@ -61,14 +58,3 @@ def group_advantages(
     if scale == "std":
         adv = adv / (groups.std(1, keepdim=True) + eps)
     return adv.reshape(scores.shape)
-
-
-def discounted_returns(
-    rewards: Tensor, terminated: Tensor, mask: Tensor | None = None, gamma: float = 1.0
-) -> Tensor:
-    """REINFORCE returns G_t = sum_k gamma^k r_{t+k} to the episode's end (time first, like `gae`).
-
-    The core's `gae` with zero values and lambda = 1; padding positions get 0.
-    """
-    zeros = torch.zeros_like(rewards)
-    return gae(rewards, zeros, zeros, terminated, mask=mask, gamma=gamma, lam=1.0)[1]

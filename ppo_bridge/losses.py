@@ -7,6 +7,7 @@ or explicit `weights` (`loss_weights`) that choose the aggregation and make micr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -34,14 +35,26 @@ def masked_var(x: Tensor, mask: Tensor | None = None, unbiased: bool = True) -> 
 
 
 def masked_whiten(
-    x: Tensor, mask: Tensor | None = None, shift_mean: bool = True, eps: float = 1e-8
+    x: Tensor,
+    mask: Tensor | None = None,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+    reduce_sum: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
-    """Advantage normalisation: (x - mean) / (std + eps) over real positions; padding stays 0."""
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    """Advantage normalisation: (x - mean) / (std + eps) over real positions; padding stays 0.
+
+    `reduce_sum` (a sum over processes) makes mean and std those of the global batch.
+    """
+    m = torch.ones_like(x) if mask is None else mask.to(x.dtype)
+    reduce = reduce_sum or (lambda t: t)
+    total, n = reduce(torch.stack([(x * m).sum(), m.sum()]))
+    mean = total / n.clamp(min=1.0)
+    var = reduce(((x - mean) ** 2 * m).sum()) / n.clamp(min=1.0)
+    var = var * n / (n - 1).clamp(min=1.0)  # Bessel's correction
     whitened = (x - mean) / (var.sqrt() + eps)
     if not shift_mean:
         whitened = whitened + mean
-    return whitened if mask is None else whitened * mask.to(x.dtype)
+    return whitened if mask is None else whitened * m
 
 
 LossAggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum"]

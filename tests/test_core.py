@@ -15,7 +15,6 @@ from ppo_bridge import (
     FixedKLController,
     PPOConfig,
     clipped_surrogate_loss,
-    discounted_returns,
     gae,
     group_advantages,
     kl_estimate,
@@ -428,21 +427,13 @@ def test_group_advantages_errors():
     torch.testing.assert_close(group_advantages(torch.ones(3), 1, "mean", "none"), torch.zeros(3))
 
 
-def test_discounted_returns_by_brute_force():
+def test_masked_whiten_over_processes_uses_global_statistics():
+    """Two processes holding the same shard: reduce_sum doubles every sum, as an all-reduce
+    would; each shard must come out as it does in the whitened concatenation."""
     gen = torch.Generator().manual_seed(0)
-    rewards = torch.randn(6, 3, generator=gen)
-    terminated = torch.zeros(6, 3)
-    terminated[2, 0] = terminated[5] = 1.0
-    mask = torch.ones(6, 3)
-    mask[4:, 1] = 0.0  # padding after a sequence's end
-    rewards = rewards * mask
-    got = discounted_returns(rewards, terminated, mask, gamma=0.9)
-    for i in range(3):
-        for t in range(6):
-            total, k = 0.0, t
-            while k < 6:
-                total += 0.9 ** (k - t) * rewards[k, i].item()
-                if terminated[k, i]:
-                    break
-                k += 1
-            assert got[t, i].item() == pytest.approx(total * mask[t, i].item(), abs=1e-5)
+    x = torch.randn(4, 5, generator=gen)
+    mask = (torch.rand(4, 5, generator=gen) > 0.3).float()
+    whole = masked_whiten(torch.cat([x, x]), torch.cat([mask, mask]))
+    shard = masked_whiten(x, mask, reduce_sum=lambda t: 2 * t)
+    torch.testing.assert_close(shard, whole[:4])
+    assert not torch.allclose(shard, masked_whiten(x, mask))  # Bessel's n differs: 2n, not n
