@@ -11,15 +11,24 @@ import sys
 from pathlib import Path
 
 import pytest
+import test_lm_ppo
 import torch
 from test_lm_ppo import PROMPTS, ROOT, TINY, load, run_cli
-from test_lm_ppo import tiny as tiny_fixture  # noqa: F401 (registers the `tiny` fixture)
 from transformers import GPT2ForSequenceClassification
 
 from lm.ppo import ALGO_PRESETS, LMPPOConfig, LMPPOTrainer
 from ppo_bridge import group_advantages, masked_whiten
 
 CRITIC_FREE = ["grpo", "rloo", "reinforce_pp"]
+
+
+tiny_models = test_lm_ppo.tiny  # the fixture, registered here under this name
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_models: dict[str, Path]) -> dict[str, Path]:
+    """test_lm_ppo's saved tiny policy, reward model and prompts."""
+    return tiny_models
 
 
 def make(tiny: dict[str, Path], algo: str, **cfg: object) -> LMPPOTrainer:
