@@ -68,7 +68,7 @@ class LMPPOConfig(PPOConfig):
     `algo` picks the advantage estimator; everything else is the same rollout and update:
 
         ppo           GAE on a value head, KL to the reference in the per-token reward
-        grpo          group-normalised scores (r - mean_g) / std_g, KL (k3) in the loss
+        grpo          group-normalised rewards (r - mean_g) / std_g (r: score - beta * KL)
         rloo          leave-one-out baseline on score - beta * KL of each response
         reinforce_pp  sum of the later KL-shaped token rewards, whitened over the global batch
 
@@ -190,16 +190,13 @@ class LMPPOConfig(PPOConfig):
 
 # Each critic-free algorithm's departures from the PPO defaults, tuned on the default toy world
 # (bench/README.md): no value head or value loss; advantages already normalised by the method.
+# GRPO keeps PPO's adaptive KL in the reward: with the paper's k3 KL in the loss instead
+# (--beta 0 --kl-target none --kl-coef C) held-out gold and KL were 0.85 / 3.7 nats at C = 0.2
+# and 0.93 / 10 nats at C = 0.1, against 0.98 / 3.5 nats with the KL in the reward.
 ALGO_PRESETS: dict[str, dict[str, Any]] = {
     "ppo": {},
     "grpo": dict(
-        num_generations=4,
-        beta=0.0,  # the KL goes in the loss (kl_coef), not in the reward
-        kl_target=None,
-        kl_coef=0.2,
-        kl_estimator="k3",
-        normalize_advantages="off",
-        loss_aggregation="seq_mean_token_mean",
+        num_generations=4, normalize_advantages="off", loss_aggregation="seq_mean_token_mean"
     ),
     "rloo": dict(num_generations=4, scale_rewards=False, normalize_advantages="off"),
     "reinforce_pp": dict(normalize_advantages="off"),

@@ -42,7 +42,6 @@ def test_presets_and_config_errors() -> None:
     for algo in ALGO_PRESETS:
         assert LMPPOConfig.for_algo(algo).algo == algo
     assert LMPPOConfig.for_algo("grpo").num_generations == 4
-    assert LMPPOConfig.for_algo("grpo").kl_coef > 0 and LMPPOConfig.for_algo("grpo").beta == 0
     with pytest.raises(ValueError, match="num_generations must be >= 2"):
         LMPPOConfig.for_algo("rloo", num_generations=1)
     with pytest.raises(ValueError, match="whole groups"):
@@ -61,7 +60,8 @@ def test_groups_are_consecutive_copies_of_one_prompt(tiny: dict[str, Path]) -> N
 
 @pytest.mark.parametrize("algo", CRITIC_FREE)
 def test_advantages_are_the_cores_estimators(tiny: dict[str, Path], algo: str) -> None:
-    trainer = make(tiny, algo, beta=0.1, kl_target=None)
+    kl_in_loss = dict(beta=0.0, kl_coef=0.1) if algo == "grpo" else dict(beta=0.1)
+    trainer = make(tiny, algo, kl_target=None, **kl_in_loss)
     indices = trainer.next_prompt_indices()
     ro = trainer.rollout([PROMPTS[i] for i in indices], [trainer.prompt_ids[i] for i in indices])
     gen = torch.Generator().manual_seed(0)
@@ -76,14 +76,14 @@ def test_advantages_are_the_cores_estimators(tiny: dict[str, Path], algo: str) -
         scale = "std" if algo == "grpo" else "none"
         seq = group_advantages(rewards.sum(1), 2, baseline, scale)
         torch.testing.assert_close(batch["advantages"], seq[:, None] * ro.mask)
-    assert ("ref_logprobs" in batch) == (algo == "grpo")  # GRPO's KL is in the loss
+    assert ("ref_logprobs" in batch) == (algo == "grpo")  # only there is the KL in the loss
 
 
 @pytest.mark.parametrize("algo", CRITIC_FREE)
 def test_critic_free_training_moves_the_policy_not_the_value_head(
     tiny: dict[str, Path], algo: str
 ) -> None:
-    trainer = make(tiny, algo)
+    trainer = make(tiny, algo, kl_coef=0.1 if algo == "grpo" else 0.0)
     before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
     history = trainer.train()
     after = trainer.policy.state_dict()
@@ -132,6 +132,7 @@ def test_grpo_in_two_processes(tiny: dict[str, Path], tmp_path: Path) -> None:
     argv += ["--prompts", str(tiny["prompts.txt"]), "--out", str(tmp_path), "--eval-samples", "4"]
     argv += ["--batch-size", "4", "--minibatch-size", "2", "--total-iterations", "2"]
     argv += ["--num-generations", "2", "--max-new-tokens", "6", "--n-epochs", "1"]
+    argv += ["--kl-coef", "0.1"]  # the paper's KL in the loss, across processes
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
