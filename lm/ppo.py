@@ -33,6 +33,7 @@ from lm.policy import PolicyWithValueHead, same_tokenizer, save_policy
 from lm.rollout import (
     RewardFn,
     check_scores,
+    is_decoder_classifier,
     left_pad,
     model_context,
     per_token_rewards,
@@ -234,9 +235,10 @@ class Rollout:
 class LMPPOTrainer:
     """PPO on `policy` (any causal LM) against a reward model or a `reward_fn(prompts, responses)`.
 
-    If the reward model's tokenizer differs from the policy's, the decoded prompt + response text is
-    re-encoded with the reward model's tokenizer. `gold_fn(prompts, responses)`, when given, is an
-    extra judge that is only logged (objective/gold).
+    If the reward model's tokenizer differs from the policy's, or it is an encoder (BERT-style),
+    the decoded prompt + response text is re-encoded with the reward model's tokenizer;
+    `reward_label` is the index of the logit that is the reward. `gold_fn(prompts, responses)`,
+    when given, is an extra judge that is only logged (objective/gold).
     """
 
     def __init__(
@@ -248,6 +250,7 @@ class LMPPOTrainer:
         *,
         reward_model: PreTrainedModel | None = None,
         reward_tokenizer: PreTrainedTokenizerBase | None = None,
+        reward_label: int = 0,
         reward_fn: RewardFn | None = None,
         gold_fn: RewardFn | None = None,
         out_dir: str | Path | None = None,
@@ -268,7 +271,10 @@ class LMPPOTrainer:
         self.reward_model, self.reward_tokenizer = reward_model, reward_tokenizer or tokenizer
         self.retokenize = False
         if reward_model is not None:
-            self.retokenize = not same_tokenizer(tokenizer, self.reward_tokenizer)
+            self.retokenize = not is_decoder_classifier(reward_model) or not same_tokenizer(
+                tokenizer, self.reward_tokenizer
+            )
+            self.reward_label = reward_label
             self.rm_context = model_context(reward_model)
             longest = max(len(p) for p in self.prompt_ids) + cfg.max_new_tokens
             if not self.retokenize and longest > self.rm_context:
@@ -392,7 +398,9 @@ class LMPPOTrainer:
         step = self.cfg.minibatch_size // self.cfg.grad_accum_steps
         return torch.cat(
             [
-                reward_model_scores(self.reward_model, ids[i : i + step], am[i : i + step])
+                reward_model_scores(
+                    self.reward_model, ids[i : i + step], am[i : i + step], self.reward_label
+                )
                 for i in range(0, ids.shape[0], step)
             ]
         )

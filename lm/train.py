@@ -8,8 +8,9 @@ RLHF world, offline.
 
 Every `LMPPOConfig` field is a flag: `--batch-size 32`, `--kl-target none`, `--normalize-scores`;
 `--algo` picks the method and its preset (`lm.ppo.ALGO_PRESETS`), which other flags override.
-Whatever of policy / reward model / prompts is not given comes from the toy world. A reward model
-whose tokenizer differs from the policy's scores the decoded text re-encoded with its own tokenizer.
+Whatever of policy / reward model / prompts is not given comes from the toy world. The reward model
+is any sequence classifier (`--reward-label` picks its logit); an encoder, or one whose tokenizer
+differs from the policy's, scores the decoded text re-encoded with its own tokenizer.
 Prints before/after metrics and samples, writes metrics.csv, tb/, curves.png and policy/ to --out;
 the last stdout line is one JSON object. Bad input exits with status 2 and one line on stderr.
 """
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 from accelerate import PartialState
 
-from lm.policy import load_causal_lm, load_reward_model, load_tokenizer
+from lm.policy import load_causal_lm, load_reward_model, load_reward_tokenizer, load_tokenizer
 from lm.ppo import LMPPOConfig, LMPPOTrainer, cpu_only
 from ppo_bridge.cli import add_config_arguments, config_overrides
 
@@ -40,7 +41,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m lm.train", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--policy", help="HF id or folder of a causal LM (default: toy SFT)")
-    parser.add_argument("--reward-model", help="HF id or folder of a 1-label classifier")
+    parser.add_argument(
+        "--reward-model", help="HF id or folder of a sequence classifier (decoder or encoder)"
+    )
+    parser.add_argument(
+        "--reward-label",
+        metavar="N|NAME",
+        help="the classifier's logit to reward, by index or config.id2label name (e.g. POSITIVE); "
+        "needed when it has several labels",
+    )
     parser.add_argument("--prompts", help=".txt (one per line), save_to_disk folder or dataset id")
     parser.add_argument("--prompt-column", default="prompt", help="column of a prompts dataset")
     parser.add_argument("--out", default="runs/rlhf", help="run folder")
@@ -110,7 +119,8 @@ def run(args: argparse.Namespace) -> dict:
     policy_name = args.policy or str(world.sft_dir)
     reward_name = args.reward_model or str(world.reward_model_dir)
     tokenizer, policy = load_tokenizer(policy_name), load_causal_lm(policy_name)
-    reward_tokenizer, reward_model = load_tokenizer(reward_name), load_reward_model(reward_name)
+    reward_model, reward_label = load_reward_model(reward_name, args.reward_label)
+    reward_tokenizer = load_reward_tokenizer(reward_name)
     if args.prompts:
         train_prompts, eval_prompts = load_prompts(args.prompts, args.prompt_column)
     else:
@@ -123,6 +133,7 @@ def run(args: argparse.Namespace) -> dict:
         train_prompts,
         reward_model=reward_model,
         reward_tokenizer=reward_tokenizer,
+        reward_label=reward_label,
         gold_fn=world_gold if world is not None else None,
         out_dir=out,
     )
