@@ -29,6 +29,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
+from lm.lora import adapters_off, is_lora
 from lm.policy import PolicyWithValueHead, same_tokenizer, save_policy
 from lm.rollout import (
     RewardFn,
@@ -284,13 +285,18 @@ class LMPPOTrainer:
                 )
             self.reward_model = reward_model.to(acc.device).eval().requires_grad_(False)
 
-        self.ref = copy.deepcopy(policy).to(acc.device).eval().requires_grad_(False)
+        # The reference: a frozen copy of the start policy, or for a LoRA policy the policy itself,
+        # read with its adapters off (`adapters_off`), so the weights are held once.
+        lora = is_lora(policy)
+        ref = None if lora else copy.deepcopy(policy).to(acc.device).eval().requires_grad_(False)
         model = PolicyWithValueHead(policy)
         model.value_head.requires_grad_(cfg.critic)  # critic-free: an unused head stays out of DDP
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, eps=1e-5)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, eps=1e-5)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.model.eval()
         self.policy: PolicyWithValueHead = acc.unwrap_model(self.model)
+        self.ref = self.policy.lm if lora else ref
 
         self.kl_ctl = (
             AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon)
@@ -352,7 +358,9 @@ class LMPPOTrainer:
                 logprobs.append(lp)
                 entropy.append(ent)
                 values.append(v)
-                ref_logprobs.append(reference_logprobs(self.ref, qr, am, n_resp, cfg.temperature))
+                with adapters_off(self.ref):
+                    ref_lp = reference_logprobs(self.ref, qr, am, n_resp, cfg.temperature)
+                ref_logprobs.append(ref_lp)
             scores = self.score(query, query_mask, responses, mask, has_eos, prompts, texts)
         return Rollout(
             query_responses=query_responses,

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 from accelerate import PartialState
 
+from lm.lora import add_lora, merge_lora
 from lm.policy import load_causal_lm, load_reward_model, load_reward_tokenizer, load_tokenizer
 from lm.ppo import LMPPOConfig, LMPPOTrainer, cpu_only
 from ppo_bridge.cli import add_config_arguments, config_overrides
@@ -64,6 +65,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=1,
         help="torch CPU threads per process (1 is fastest for the toy model on a shared CPU)",
+    )
+    lora = parser.add_argument_group("LoRA (peft): the reference is the policy, adapters off")
+    lora.add_argument("--lora-r", type=int, default=0, help="adapter rank; 0 = full fine-tuning")
+    lora.add_argument("--lora-alpha", type=float, help="scale alpha / r (default alpha = 2r)")
+    lora.add_argument(
+        "--lora-dropout", type=float, default=0.0, help="recorded in the adapter; PPO runs in eval"
+    )
+    lora.add_argument(
+        "--lora-target-modules",
+        nargs="+",
+        metavar="NAME",
+        help="module names to adapt (default: every linear layer but the output head)",
+    )
+    lora.add_argument(
+        "--merge-lora",
+        action="store_true",
+        help="also write policy-merged/: the adapters folded into a plain model",
     )
     add_config_arguments(
         parser.add_argument_group("LMPPOConfig"),
@@ -107,6 +125,8 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     for flag, name in (("--policy", args.policy), ("--reward-model", args.reward_model)):
         check_model_source(flag, name)
+    if args.merge_lora and not args.lora_r:
+        raise ValueError("--merge-lora merges LoRA adapters: pass --lora-r too")
     overrides = config_overrides(args, LMPPOConfig)
     cfg = LMPPOConfig.for_algo(overrides.pop("algo", "ppo"), **overrides)
     world = None
@@ -119,6 +139,10 @@ def run(args: argparse.Namespace) -> dict:
     policy_name = args.policy or str(world.sft_dir)
     reward_name = args.reward_model or str(world.reward_model_dir)
     tokenizer, policy = load_tokenizer(policy_name), load_causal_lm(policy_name)
+    if args.lora_r:
+        policy = add_lora(
+            policy, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules
+        )
     reward_model, reward_label = load_reward_model(reward_name, args.reward_label)
     reward_tokenizer = load_reward_tokenizer(reward_name)
     if args.prompts:
@@ -144,6 +168,9 @@ def run(args: argparse.Namespace) -> dict:
     ppo_s = time.perf_counter() - ppo_start
     after, ro_after = trainer.evaluate(eval_prompts)
     trainer.save(out / "policy")
+    if args.merge_lora:
+        merge_lora(trainer.policy)
+        trainer.save(out / "policy-merged")
 
     summary = {
         "gold_before": before.get("gold"),
