@@ -7,6 +7,9 @@ fewer epochs, and a periodic evaluation that stops training once the target retu
 
 from __future__ import annotations
 
+import math
+import types
+import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -47,6 +50,10 @@ class TrainConfig(PPOConfig):
     tensorboard: bool = True  # TensorBoard event files in <out>/tb
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value}")
         super().__post_init__()
         checks = [
             (self.n_envs >= 1, f"n_envs must be >= 1, got {self.n_envs}"),
@@ -90,17 +97,33 @@ class TrainConfig(PPOConfig):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of `to_dict`; unknown keys raise a ValueError naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        """Inverse of `to_dict` (a checkpoint's config): ValueError for unknown keys or a value
+        whose type does not match its field's."""
+        hints = typing.get_type_hints(cls)
+        unknown = sorted(set(data) - set(hints))
         if unknown:
             raise ValueError(f"unknown config keys {unknown}")
+        for name, value in data.items():
+            if not _has_type(value, hints[name]):
+                raise ValueError(f"config field {name}={value!r} is not of type {hints[name]}")
         return cls(**data)
 
     @classmethod
     def for_env(cls, env_id: str, **overrides: Any) -> TrainConfig:
         """The preset for `env_id` (defaults if there is none), with `overrides` on top."""
         return cls(**{"env_id": env_id, **PRESETS.get(env_id, {}), **overrides})
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether `value` fits a field hint: bool, int, float (an int too), str, Literal, X | None."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, h) for h in typing.get_args(hint))
+    if hint is float:
+        return type(value) in (int, float)
+    return type(value) is hint
 
 
 # rl-zoo (hyperparams/ppo.yml) -> ours, and why:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import pickle
 import sys
 import time
 from collections import deque
@@ -32,10 +31,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from classic.checkpoint import CHECKPOINT_NAME, build_policy, load_checkpoint, save_checkpoint
+from classic.checkpoint import (
+    CHECKPOINT_NAME,
+    FORMAT,
+    build_policy,
+    checkpoint_errors,
+    load_checkpoint,
+    save_checkpoint,
+)
 from classic.config import PRESETS, ClassicError, TrainConfig
 from classic.envs import env_actions, make_vec_env, policy_dims
+from classic.envstate import load_env_state, save_env_state
 from classic.evaluate import evaluate_policy, torch_policy
+from classic.normalize import tensor_to_array
 from classic.plots import plot_learning_curve
 from ppo_bridge import Evaluation, gae, ppo_update
 from ppo_bridge.cli import add_config_arguments, config_overrides
@@ -159,7 +167,11 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.obs = self.normalizer.obs(self.envs.reset(seed=cfg.seed)[0], update=True)
         if resume:
-            self._restore(load_checkpoint(self._ckpt_path(), env_id=cfg.env_id))
+            try:
+                self._restore(load_checkpoint(self._ckpt_path(), env_id=cfg.env_id))
+            except ClassicError:
+                self.envs.close()
+                raise
 
     # --- checkpoints -------------------------------------------------------------------------
 
@@ -169,11 +181,9 @@ class Trainer:
         return self.out / CHECKPOINT_NAME
 
     def state_dict(self) -> dict[str, Any]:
-        try:
-            envs = pickle.dumps(self.envs)
-        except Exception:  # e.g. Box2D worlds: resume then starts fresh episodes
-            envs = None
+        """Everything a resume needs, as tensors and plain types (see classic.checkpoint)."""
         return {
+            "format": FORMAT,
             "config": self.cfg.to_dict(),
             "dims": self.dims,
             "model": self.model.state_dict(),
@@ -181,41 +191,65 @@ class Trainer:
             "normalizer": self.normalizer.state_dict(),
             "global_step": self.global_step,
             "iteration": self.iteration,
-            "wall_s": self.wall_s,
-            "threshold": self.threshold,
+            "wall_s": float(self.wall_s),
+            "threshold": None if self.threshold is None else list(self.threshold),
             "torch_rng": torch.get_rng_state(),
             "generator": self.generator.get_state(),
-            "envs": envs,
-            "obs": self.obs,
-            "episodes": (self.ep_return, self.ep_length, self.recent_returns, self.recent_lengths),
+            "obs": torch.from_numpy(self.obs.copy()),
+            "episodes": {
+                "return": torch.from_numpy(self.ep_return.copy()),
+                "length": torch.from_numpy(self.ep_length.copy()),
+                "recent_returns": list(self.recent_returns),
+                "recent_lengths": list(self.recent_lengths),
+            },
+            "envs": save_env_state(self.envs),
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
+        """Load a checkpoint's state; its envs too where saved, else start fresh episodes."""
+        path, cfg, n = self._ckpt_path(), self.cfg, self.cfg.n_envs
         saved = state["config"]
         for key in RESUME_FIXED:
-            if saved[key] != getattr(self.cfg, key):
+            if saved.get(key) != getattr(cfg, key):
                 raise ClassicError(
-                    f"the checkpoint in {self.out} was trained with {key}={saved[key]!r}, not "
-                    f"{getattr(self.cfg, key)!r}: resume with the same value or use a new --out"
+                    f"the checkpoint in {self.out} was trained with {key}={saved.get(key)!r}, not "
+                    f"{getattr(cfg, key)!r}: resume with the same value or use a new --out"
                 )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.normalizer.load_state_dict(state["normalizer"])
-        self.global_step, self.iteration = state["global_step"], state["iteration"]
-        self.wall_s, self.threshold = state["wall_s"], state["threshold"]
-        torch.set_rng_state(state["torch_rng"])
-        self.generator.set_state(state["generator"])
-        self.ep_return, self.ep_length, self.recent_returns, self.recent_lengths = state["episodes"]
-        try:
-            envs = pickle.loads(state["envs"])
-        except Exception:  # not restorable: fresh episodes, seeded by the step count
-            print("warning: env state not restorable, resuming with new episodes", file=sys.stderr)
-            obs = self.envs.reset(seed=self.cfg.seed + self.global_step)[0]
-            self.obs = self.normalizer.obs(obs)
-            self.ep_return[:], self.ep_length[:] = 0.0, 0
-        else:
-            self.envs.close()
-            self.envs, self.obs = envs, state["obs"]
+        with checkpoint_errors(path):
+            if state["dims"] != self.dims:
+                raise ValueError(f"dims {state['dims']}, this env has {self.dims}")
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            for p in self.model.parameters():
+                for value in self.optimizer.state[p].values():
+                    if value.dim() and value.shape != p.shape:
+                        raise ValueError("optimizer state of another shape than its parameter")
+            self.normalizer.load_state_dict(state["normalizer"])
+            self.global_step, self.iteration = state["global_step"], state["iteration"]
+            self.wall_s, threshold = state["wall_s"], state["threshold"]
+            self.threshold = None if threshold is None else (int(threshold[0]), threshold[1])
+            torch.set_rng_state(state["torch_rng"])
+            self.generator.set_state(state["generator"])
+            episodes = state["episodes"]
+            self.ep_return = tensor_to_array(episodes["return"], (n,), np.float64)
+            self.ep_length = tensor_to_array(episodes["length"], (n,), np.int64)
+            self.recent_returns = deque(map(float, episodes["recent_returns"]), maxlen=100)
+            self.recent_lengths = deque(map(int, episodes["recent_lengths"]), maxlen=100)
+            if state["envs"] is not None:
+                load_env_state(self.envs, state["envs"])
+                self.obs = tensor_to_array(state["obs"], self.obs.shape, np.float32)
+                return
+        # not saved (e.g. Box2D): fresh episodes, seeded by the seed and the step count
+        print(
+            f"note: {cfg.env_id}'s env state is not saved in checkpoints (see classic.envstate): "
+            f"resuming at step {self.global_step} with fresh episodes, from the restored policy, "
+            "normaliser and RNG",
+            file=sys.stderr,
+        )
+        seed = int(np.random.SeedSequence([cfg.seed, self.global_step]).generate_state(1)[0])
+        self.normalizer.returns[:] = 0.0  # the discounted returns of the episodes cut short
+        self.obs = self.normalizer.obs(self.envs.reset(seed=seed)[0])
+        self.ep_return[:], self.ep_length[:] = 0.0, 0
 
     def save(self) -> None:
         if self.out is not None:
@@ -399,7 +433,8 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False)
     """Train PPO as `cfg` says; with `out`, write logs, checkpoints and the plot there.
 
     `resume=True` continues from `out/checkpoint.pt` (model, optimizer, normaliser, RNGs, step
-    count and, when they pickle, the envs: then the run continues exactly as if uninterrupted).
+    count and, for the env families of classic.envstate, the envs: then the run continues
+    exactly as if uninterrupted; other envs start fresh episodes).
     """
     out_path = None if out is None else Path(out)
     if out_path is not None:
