@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from collections import deque
@@ -102,32 +103,48 @@ class TrainResult:
 
 
 class RunLogger:
-    """progress.csv and TensorBoard scalars, one row per iteration; a resume drops later rows."""
+    """progress.csv and TensorBoard scalars, one row per iteration.
+
+    Nothing is written before the first row, so a run (or a resume) that fails before its first
+    iteration leaves the folder as it was. Then a resumed run keeps the rows up to the
+    checkpoint's step (later ones were never checkpointed: they are done again), rewritten to a
+    temporary file and renamed over progress.csv in one step, and appends from there;
+    TensorBoard purges the later steps likewise.
+    """
 
     def __init__(self, out: Path | None, tensorboard: bool, resume_step: int | None) -> None:
         self.csv_path = out / "progress.csv" if out else None
+        self.tensorboard, self.resume_step = tensorboard, resume_step
         self.writer = None
         self._file = None
-        if out is None:
-            return
+
+    def _open(self) -> None:
+        path, resume_step = self.csv_path, self.resume_step
         kept: list[dict[str, str]] = []
-        if resume_step is not None and self.csv_path.exists():
-            with open(self.csv_path, newline="") as f:
-                kept = [
-                    r for r in csv.DictReader(f) if int(r["time/total_timesteps"]) <= resume_step
-                ]
-        self._file = open(self.csv_path, "w", newline="")  # noqa: SIM115 (closed in close())
+        if resume_step is not None and path.exists():
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    step = row.get("time/total_timesteps") or ""
+                    if step.isdigit() and int(step) <= resume_step:
+                        kept.append(row)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, CSV_COLUMNS, restval="", extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, path)
+        self._file = open(path, "a", newline="")  # noqa: SIM115 (closed in close())
         self._csv = csv.DictWriter(self._file, CSV_COLUMNS, restval="")
-        self._csv.writeheader()
-        self._csv.writerows(kept)
-        if tensorboard:
+        if self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(out / "tb"), purge_step=resume_step)
+            self.writer = SummaryWriter(str(path.parent / "tb"), purge_step=resume_step)
 
     def log(self, row: dict[str, float]) -> None:
-        if self._file is None:
+        if self.csv_path is None:
             return
+        if self._file is None:
+            self._open()
         self._csv.writerow(row)
         self._file.flush()
         if self.writer is not None:
