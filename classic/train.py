@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import sys
 import time
 from collections import deque
@@ -48,9 +49,11 @@ from classic.normalize import tensor_to_array
 from classic.plots import plot_learning_curve
 from ppo_bridge import Evaluation, gae, ppo_update
 from ppo_bridge.cli import add_config_arguments, config_overrides
+from ppo_bridge.rundir import check_run_dir
 
 PERIODIC_EVAL_SEED = 10_000  # + cfg.seed: the periodic evaluations replay the same episodes
 FINAL_EVAL_SEED = 20_000  # + cfg.seed: the final evaluation uses other episodes
+RUN_MARKERS = (CHECKPOINT_NAME, "progress.csv", "result.json")  # a folder holding one holds a run
 # A checkpoint can only be resumed by a config that agrees on these.
 RESUME_FIXED = ("env_id", "n_envs", "hidden_dim", "n_hidden", "norm_obs", "norm_reward")
 METRIC_COLUMNS = {"clipfrac": "clip_fraction", "lr": "learning_rate"}  # core name -> SB3 name
@@ -446,17 +449,45 @@ def _crossed(prev: int, now: int, every: int) -> bool:
     return every > 0 and now // every > prev // every
 
 
-def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False) -> TrainResult:
+def check_out(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
+    """The run folder guard (ppo_bridge.rundir), plus: the checkpoint's path is not a folder.
+
+    Creates nothing; a folder that holds a run is entered only with `resume` or `overwrite`.
+    """
+    ckpt = Path(out) / CHECKPOINT_NAME
+    if ckpt.is_dir():
+        raise ClassicError(
+            f"{ckpt} is a folder: the run's checkpoint is written there; move it, or pass "
+            "another --out"
+        )
+    return check_run_dir(out, resume=resume, overwrite=overwrite, markers=RUN_MARKERS)
+
+
+def _start_over(out: Path) -> None:
+    """Remove the files of the run in `out` (--overwrite); other files in it stay."""
+    for name in (*RUN_MARKERS, "learning_curve.png", "progress.csv.tmp", "checkpoint.pt.tmp"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "tb", ignore_errors=True)
+
+
+def train(
+    cfg: TrainConfig, out: str | Path | None = None, resume: bool = False, overwrite: bool = False
+) -> TrainResult:
     """Train PPO as `cfg` says; with `out`, write logs, checkpoints and the plot there.
 
     `resume=True` continues from `out/checkpoint.pt` (model, optimizer, normaliser, RNGs, step
     count and, for the env families of classic.envstate, the envs: then the run continues
-    exactly as if uninterrupted; other envs start fresh episodes).
+    exactly as if uninterrupted; other envs start fresh episodes). A folder that already holds
+    a run needs `resume` or `overwrite` (start over: its run files go, once the env is made).
+    Nothing is created before the config, the folder and the env have been checked.
     """
-    out_path = None if out is None else Path(out)
+    out_path = None if out is None else check_out(out, resume=resume, overwrite=overwrite)
+    trainer = Trainer(cfg, out_path, resume)
     if out_path is not None:
+        if overwrite:
+            _start_over(out_path)
         out_path.mkdir(parents=True, exist_ok=True)
-    return Trainer(cfg, out_path, resume).run()
+    return trainer.run()
 
 
 # --- CLI -------------------------------------------------------------------------------------
@@ -471,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", help="run directory (logs, checkpoint, plot); none = no files")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start over in an --out that holds a run"
+    )
     add_config_arguments(
         parser, TrainConfig, aliases={"env_id": "--env"}, default_note=" (before the preset)"
     )
@@ -491,10 +525,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    out = getattr(args, "out", None)
+    resume, overwrite = getattr(args, "resume", False), getattr(args, "overwrite", False)
     try:
+        if out is None and overwrite:
+            raise ClassicError("--overwrite needs --out (the run folder to start over in)")
+        if out is not None:
+            check_out(out, resume=resume, overwrite=overwrite)
         cfg = config_from_args(args)
-        result = train(cfg, getattr(args, "out", None), getattr(args, "resume", False))
-    except (ClassicError, ValueError, FloatingPointError) as err:
+        result = train(cfg, out, resume, overwrite)
+    except (ClassicError, ValueError, FloatingPointError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result.summary()))
