@@ -356,7 +356,8 @@ class Trainer:
         """Train until total_timesteps, or until target_return is reached.
 
         A periodic evaluation (eval_every_episodes) that reaches target_return is confirmed on
-        the final evaluation's eval_episodes; only then does training stop, with that result.
+        the final evaluation's eval_episodes with a margin (`confirms`); only then does training
+        stop, with that result.
         """
         cfg = self.cfg
         logger = RunLogger(self.out, cfg.tensorboard, self.global_step if self.iteration else None)
@@ -380,7 +381,7 @@ class Trainer:
                     row["eval/mean_reward"], row["eval/std_reward"] = returns.mean(), returns.std()
                     if cfg.target_return is not None and returns.mean() >= cfg.target_return:
                         confirmed = self.final_evaluation()  # screened on a few, confirmed on all
-                        if confirmed is None or confirmed.mean() >= cfg.target_return:
+                        if confirms(confirmed, cfg.target_return, cfg.confirm_z):
                             self.threshold = (self.global_step, self.wall_s)
                         else:
                             confirmed = None
@@ -442,6 +443,13 @@ class Trainer:
         }
         row.update({f"train/{METRIC_COLUMNS.get(k, k)}": v for k, v in metrics.items()})
         return row
+
+
+def confirms(returns: np.ndarray, target: float, z: float) -> bool:
+    """The confirmation of the stop rule: the lower confidence bound of the mean return reaches
+    the target, mean - z * std / sqrt(n) >= target (std with n - 1; see TrainConfig)."""
+    n = len(returns)
+    return n >= 2 and returns.mean() - z * returns.std(ddof=1) / np.sqrt(n) >= target
 
 
 def _crossed(prev: int, now: int, every: int) -> bool:
