@@ -107,7 +107,7 @@ def load_checkpoint(run: str | os.PathLike[str], env_id: str | None = None) -> d
                 f"cannot read checkpoint {path}: not a torch.save file of tensors and plain data"
             ) from err
         raise ClassicError(
-            f"refused to load {path}: it holds a {found[1]} object, not only tensors and plain "
+            f"refused to load {path}: it refers to {found[1]}, not only to tensors and plain "
             "data (a checkpoint of an older classic, or not one at all), and such files are "
             "never unpickled: retrain, or pass another run"
         ) from err

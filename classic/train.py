@@ -492,9 +492,13 @@ def train(
     out_path = None if out is None else check_out(out, resume=resume, overwrite=overwrite)
     trainer = Trainer(cfg, out_path, resume)
     if out_path is not None:
-        if overwrite:
-            _start_over(out_path)
-        out_path.mkdir(parents=True, exist_ok=True)
+        try:
+            if overwrite:
+                _start_over(out_path)
+            out_path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            trainer.envs.close()
+            raise ClassicError(f"cannot use --out {out_path}: {err}: pass another --out") from err
     return trainer.run()
 
 
