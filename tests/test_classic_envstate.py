@@ -46,10 +46,11 @@ def steps(envs, actions):
 
 
 @pytest.mark.parametrize("env_id", EXACT)
-def test_restored_env_continues_bit_identically(env_id):
+def test_restored_env_continues_bit_identically(env_id, tmp_path, monkeypatch):
     """Save mid-episode, restore into fresh envs reset with another seed, step both alike: the
     same observations, rewards, terminations, truncations (the TimeLimit counter) and the same
     next episodes after autoreset (np_random)."""
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its warnings to ./MUJOCO_LOG.TXT
     after = 60
     before = gym.spec(env_id).max_episode_steps - after // 2  # the time limit falls in `after`
     envs = make_vec_env(env_id, 2)
