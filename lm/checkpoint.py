@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import pickle
 import random
 import re
 import secrets
@@ -142,6 +143,19 @@ def fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def load_plain(path: Path) -> Any:
+    """`torch.load(weights_only=True)`: tensors and plain types come back; a file holding anything
+    else is refused, never unpickled (a crafted file cannot run code). Errors are one line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{path} holds more than tensors and plain data: refused to load it (it could run code)"
+        ) from None
+    except (OSError, RuntimeError) as err:
+        raise ValueError(f"{path} cannot be read: {str(err).strip().splitlines()[0]}") from None
 
 
 def rng_state() -> dict[str, Any]:

@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
+from safetensors import SafetensorError
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
@@ -35,6 +36,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from lm.checkpoint import (
     atomic_folder,
     clean_stale,
+    load_plain,
     prune_checkpoints,
     rng_state,
     set_rng_state,
@@ -597,17 +599,18 @@ class LMPPOTrainer:
                 f"{folder} was written by {state['num_processes']} processes, this run has "
                 f"{acc.num_processes}: resume it with as many (torchrun --nproc_per_node)"
             )
-        rng_file = folder / f"rng_state_{acc.process_index}.pth"
-        for path in (folder / OPTIMIZER_FILE, rng_file):
-            if not path.is_file():
-                raise ValueError(f"checkpoint {folder} lacks {path.name}: resume an intact one")
-        load_policy_weights(self.policy, folder)
-        self.optimizer.load_state_dict(
-            torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
-        )
+        optimizer = load_plain(folder / OPTIMIZER_FILE)
+        rng = load_plain(folder / f"rng_state_{acc.process_index}.pth")
+        try:
+            load_policy_weights(self.policy, folder)
+            self.optimizer.load_state_dict(optimizer)
+        except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as err:
+            message = str(err).strip().splitlines() or [type(err).__name__]
+            raise ValueError(
+                f"checkpoint {folder}: cannot load it into this run: {message[0]}"
+            ) from None
         if acc.scaler is not None and state["scaler"] is not None:
             acc.scaler.load_state_dict(state["scaler"])
-        rng = torch.load(rng_file, weights_only=True)
         set_rng_state(rng)
         self.prompt_gen.set_state(rng["prompt_gen"])
         self.update_gen.set_state(rng["update_gen"])
