@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 # what a run is built from; kept in its checkpoints, so --resume takes them from there
 SOURCES = ("policy", "reward_model", "prompts", "prompt_column", "world", "world_cache")
+PATHS = ("policy", "reward_model", "prompts")  # those that may name a local path (world_cache does)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -156,7 +157,8 @@ def run(args: argparse.Namespace) -> dict:
         if main_process:
             print(f"resuming from {checkpoint} (iteration {trainer.iteration})")
     else:
-        trainer.run_info["sources"] = {k: absolute(getattr(args, k)) for k in SOURCES}
+        sources = {k: getattr(args, k) for k in SOURCES}
+        trainer.run_info["sources"] = {**sources, **{k: local(sources[k]) for k in PATHS}}
         metrics, ro = trainer.evaluate(eval_prompts)
         trainer.run_info["before"] = {
             "metrics": metrics,
@@ -231,7 +233,7 @@ def take_sources(args: argparse.Namespace, checkpoint: Path, run_info: dict) -> 
         setattr(args, key, run_info["sources"].get(key))
 
 
-def absolute(source: str | None) -> str | None:
+def local(source: str | None) -> str | None:
     """A local path made absolute (so --resume works from another folder); ids stay as they are."""
     return str(Path(source).resolve()) if source and Path(source).exists() else source
 

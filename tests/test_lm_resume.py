@@ -154,6 +154,9 @@ def test_run_folder_guard_and_overwrite(
     code, _, err = run_cli([*base, "--out", str(out)], capsys)
     assert code == 0, err
     assert [p.name for p in checkpoints(out)] == ["checkpoint-1"]
+    saved = json.loads((out / "checkpoint-1" / "ppo_state.json").read_text())["run_info"]
+    assert saved["sources"]["policy"] == str(tiny["policy"].resolve())
+    assert saved["sources"]["world"] is None and saved["before"]["metrics"]["score"] is not None
     before = (out / "metrics.csv").read_text()
 
     def refused(argv: list[str], message: str) -> None:
