@@ -252,14 +252,10 @@ def test_check_scores_takes_lists_arrays_and_tensors() -> None:
 
 
 def test_reward_fn_returning_strings_stops_training(tiny: dict[str, Path]) -> None:
-    policy, tokenizer = load(tiny["policy"])
-    trainer = LMPPOTrainer(
-        LMPPOConfig(**TINY),
-        policy,
-        tokenizer,
-        PROMPTS,
-        reward_fn=lambda prompts, responses: [str(len(r)) for r in responses],
-    )
+    def reward_fn(prompts: list[str], responses: list[str]) -> list[str]:
+        return [str(len(r)) for r in responses]
+
+    trainer = LMPPOTrainer(LMPPOConfig(**TINY), *load(tiny["policy"]), PROMPTS, reward_fn=reward_fn)
     with pytest.raises(ValueError, match="reward_fn returned str"):
         trainer.train()
 
