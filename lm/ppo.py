@@ -19,6 +19,7 @@ import copy
 import csv
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -77,6 +78,7 @@ from ppo_bridge.config import AdvantageNorm
 from ppo_bridge.kl import KLEstimator
 
 OPTIMIZER_FILE = "optimizer.pt"
+EVENTS = re.compile(r"events\.out\.tfevents\.(\d+)\.")  # a TensorBoard event file's name
 
 
 @dataclass
@@ -669,6 +671,10 @@ class MetricsLogger:
         os.replace(tmp, path)
         self.file = open(path, "a", newline="")  # noqa: SIM115
         self.csv = csv.DictWriter(self.file, fieldnames=fields) if fields else None
+        if start:  # TensorBoard reads event files in name order, which starts with their second:
+            made = [int(m[1]) for p in (out_dir / "tb").glob("*") if (m := EVENTS.match(p.name))]
+            while time.time() < max(made, default=0) + 1:  # so the new one must sort last
+                time.sleep(0.05)
         self.writer = SummaryWriter(str(out_dir / "tb"), purge_step=start + 1 if start else None)
 
     def log(self, metrics: dict[str, float]) -> None:
