@@ -9,6 +9,7 @@ the response was cut at max_new_tokens).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -69,7 +70,11 @@ def sample_responses(
     top_p: float,
     max_new_tokens: int,
 ) -> Tensor:
-    """Sample [B, R] response ids (R <= max_new_tokens); finished rows are padded with pad_id."""
+    """Sample [B, R] response ids (R <= max_new_tokens); finished rows are padded with pad_id.
+
+    Tokens come from softmax(logits / T), truncated by top_k / top_p unless they are 0 / 1. PPO
+    keeps them off (`LMPPOConfig`): its log-probs are those of the untruncated distribution.
+    """
     config = GenerationConfig(
         do_sample=True,
         temperature=temperature,
@@ -96,8 +101,8 @@ def response_logprobs(logits: Tensor, tokens: Tensor, temperature: float) -> tup
     """log pi_T(token) and the entropy H(pi_T) per position, with pi_T = softmax(logits / T).
 
     `logits[:, t]` must be the logits that predicted `tokens[:, t]`. Sampling divides the logits by
-    T too, so these are the log-probs of the distribution the tokens came from (before top-k/top-p
-    truncation, as in TRL).
+    T too and, with top-k/top-p off (`LMPPOConfig` requires it, as trl's PPOTrainer forces it),
+    draws from exactly this distribution: these are the log-probs of the sampling policy.
     """
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
     token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
@@ -200,14 +205,29 @@ def retokenize(
     return batch["input_ids"], batch["attention_mask"]
 
 
-def check_scores(scores: Sequence[float], n: int, name: str = "reward_fn") -> Tensor:
-    """The scores of a reward callable as a tensor: n finite floats, or a one-line ValueError."""
+def check_scores(scores: object, n: int, name: str = "reward_fn") -> Tensor:
+    """What a reward callable returned as a float tensor [n]: one finite real number per response
+    (in a list, array or 1-D tensor), or a one-line ValueError that says what came back instead."""
     try:
-        out = torch.as_tensor(list(scores), dtype=torch.float32)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{name} must return one float per response, got {scores!r:.80}") from err
-    if out.shape != (n,):
-        raise ValueError(f"{name} returned {tuple(out.shape)} scores for {n} responses")
+        values = None if isinstance(scores, str | bytes) else list(scores)  # type: ignore[arg-type]
+    except TypeError:  # None, a number, a 0-d tensor
+        values = None
+    if values is None:
+        raise ValueError(
+            f"{name} returned {type(scores).__name__}, not {n} scores: return a float per response"
+        )
+    if len(values) != n:
+        raise ValueError(f"{name} returned {len(values)} scores for {n} responses: return one each")
+    for i, value in enumerate(values):
+        if not isinstance(value, numbers.Real) and getattr(value, "ndim", None) != 0:
+            raise ValueError(
+                f"{name} returned {type(value).__name__} {value!r:.40} for response {i}: return "
+                "one float per response"
+            )
+    try:
+        out = torch.tensor([float(v) for v in values], dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as err:  # e.g. a 0-d string array or complex
+        raise ValueError(f"{name} returned a score that is not a real number ({err})") from None
     if not torch.isfinite(out).all():
         raise ValueError(f"{name} returned a non-finite score: it must give finite floats")
     return out
