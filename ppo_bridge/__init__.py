@@ -10,6 +10,7 @@ Every PPO formula lives here once, as small functions over torch tensors with op
 """
 
 from ppo_bridge.config import PPOConfig
+from ppo_bridge.dpo import dpo_loss
 from ppo_bridge.gae import gae
 from ppo_bridge.kl import AdaptiveKLController, FixedKLController, KLController, kl_estimate
 from ppo_bridge.losses import (
@@ -30,6 +31,7 @@ __all__ = [
     "KLController",
     "PPOConfig",
     "clipped_surrogate_loss",
+    "dpo_loss",
     "entropy_bonus",
     "explained_variance",
     "gae",
