@@ -230,3 +230,33 @@ def token_advantages(
         rewards.T, values.T, next_values.T, terminated.T, mask=real.T, gamma=gamma, lam=lam
     )
     return adv.T.contiguous(), ret.T.contiguous()
+
+
+def pack_completions(
+    prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Given prompts and completions in the rollout layout: (query_responses [B, P + R],
+    attention_mask [B, P + R], mask [B, R] of the real completion tokens).
+
+    Prompts are left-padded to P, completions right-padded to R (left-padded reversed, then
+    flipped back).
+    """
+    query, query_mask = left_pad(prompt_ids, pad_id)
+    flipped, flipped_mask = left_pad([list(c)[::-1] for c in completion_ids], pad_id)
+    completions, mask = flipped.flip(1), flipped_mask.flip(1)
+    return torch.cat([query, completions], 1), torch.cat([query_mask, mask], 1), mask
+
+
+def sequence_logprobs(
+    model: PreTrainedModel,
+    query_responses: Tensor,
+    attention_mask: Tensor,
+    mask: Tensor,
+    temperature: float = 1.0,
+) -> Tensor:
+    """[B] log pi_T(response | prompt): the sum of the token log-probs over the real response
+    tokens (`mask` [B, R]), with gradients when `model` has them (DPO's sequence log-prob)."""
+    logprobs = reference_logprobs(
+        model, query_responses, attention_mask, mask.shape[1], temperature
+    )
+    return (logprobs * mask).sum(1)
