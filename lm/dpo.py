@@ -54,13 +54,15 @@ class LMDPOConfig:
 
     `max_length` caps prompt + completion tokens (None: the model's context); longer pairs keep
     their start, as in trl. `temperature` and `max_new_tokens` only shape the evaluation, which
-    samples as lm.train does. IPO, as in trl, compares per-token mean log-probs.
+    samples as lm.train does. IPO, as in trl, compares per-token mean log-probs. beta, lr and
+    epochs are tuned for the toy world's tiny GPT-2 (trl's defaults, beta 0.1 and lr 1e-6, suit
+    large pretrained models).
     """
 
-    beta: float = 0.1
+    beta: float = 0.3
     loss: DPOLoss = "sigmoid"
     label_smoothing: float = 0.0  # cDPO: assumed probability of a flipped label (sigmoid only)
-    lr: float = 1e-4
+    lr: float = 2e-4
     epochs: int = 2
     batch_size: int = 32  # pairs per optimizer step
     max_length: int | None = None
@@ -97,6 +99,11 @@ class LMDPOConfig:
         )
         need(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
         need(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    @property
+    def algo(self) -> str:
+        """The method's name in reports: "dpo" (sigmoid loss, with or without cDPO) or "ipo"."""
+        return "dpo" if self.loss == "sigmoid" else "ipo"
 
 
 # ------------------------------------------------------------------------------------ the pairs
@@ -248,13 +255,41 @@ def tokenize_pairs(
 # ---------------------------------------------------------------------------------- the trainer
 
 
+def make_grader(
+    cfg: LMDPOConfig,
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    eval_prompts: Sequence[str],
+    reward_model: PreTrainedModel,
+    reward_tokenizer: PreTrainedTokenizerBase | None = None,
+    gold_fn: RewardFn | None = None,
+) -> LMPPOTrainer:
+    """An `LMPPOTrainer` used only for its `evaluate` (lm.train's report): it samples at
+    cfg.temperature, scores, and measures the KL to a frozen copy of `policy` as it is now; its
+    own policy wraps `policy` itself, so it grades whatever `policy` becomes."""
+    grading = LMPPOConfig(
+        temperature=cfg.temperature,
+        max_new_tokens=cfg.max_new_tokens,
+        kl_target=None,
+        seed=cfg.seed,
+    )
+    return LMPPOTrainer(
+        grading,
+        policy,
+        tokenizer,
+        eval_prompts,
+        reward_model=reward_model,
+        reward_tokenizer=reward_tokenizer,
+        gold_fn=gold_fn,
+    )
+
+
 class LMDPOTrainer:
     """DPO on `policy` (any causal LM, trained in place) from tokenized preference pairs.
 
     The reference is the policy as it starts: the sequence log-probs of every pair under it are
-    computed once, here. Evaluation goes through an `LMPPOTrainer` used as a grader only (lm.train's
-    sampling, reward-model scoring, gold judge and KL; its reference is a frozen copy of the
-    starting policy and its policy wraps the one trained here), so both trainers report alike.
+    computed once, here. Evaluation goes through `make_grader`, so that lm.train and lm.dpo
+    report alike.
     """
 
     def __init__(
@@ -271,20 +306,8 @@ class LMDPOTrainer:
         out_dir: str | Path | None = None,
     ) -> None:
         self.cfg, self.policy, self.tokenizer, self.pairs = cfg, policy, tokenizer, pairs
-        grading = LMPPOConfig(
-            temperature=cfg.temperature,
-            max_new_tokens=cfg.max_new_tokens,
-            kl_target=None,
-            seed=cfg.seed,
-        )
-        self.grader = LMPPOTrainer(
-            grading,
-            policy,
-            tokenizer,
-            eval_prompts,
-            reward_model=reward_model,
-            reward_tokenizer=reward_tokenizer,
-            gold_fn=gold_fn,
+        self.grader = make_grader(
+            cfg, policy, tokenizer, eval_prompts, reward_model, reward_tokenizer, gold_fn
         )
         self.device = self.grader.accelerator.device
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -389,8 +412,8 @@ class LMDPOTrainer:
     def save(self, out: str | Path) -> None:
         """The policy (`save_pretrained` + tokenizer) atomically; `lm.policy.save_policy` also
         writes the grader's (untrained, zero) value head and the config to ppo_state.json."""
-        state = {"algo": "dpo" if self.cfg.loss == "sigmoid" else "ipo", "steps": self.step_count}
-        save_policy(self.grader.policy, self.tokenizer, out, {"config": asdict(self.cfg), **state})
+        state = {"config": asdict(self.cfg), "algo": self.cfg.algo, "steps": self.step_count}
+        save_policy(self.grader.policy, self.tokenizer, out, state)
 
 
 # ---------------------------------------------------------------------------------- the command
@@ -492,7 +515,7 @@ def run(args: argparse.Namespace) -> dict:
         "reference_s": trainer.seconds_reference,
         "train_s": train_s,
         "wall_s": time.perf_counter() - start,
-        "algo": "dpo" if cfg.loss == "sigmoid" else "ipo",
+        "algo": cfg.algo,
         "out": str(out),
     }
 
