@@ -31,7 +31,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lm.policy import load_causal_lm, load_reward_model, load_tokenizer, save_policy
 from lm.ppo import LMPPOConfig, LMPPOTrainer, MetricsLogger, Rollout
-from lm.rollout import RewardFn, model_context, pack_completions, sequence_logprobs
+from lm.rollout import RewardFn, model_context, pack_pairs, packed_sequence_logprobs
 from lm.train import check_model_source, cycle, report, world_gold, world_prompts
 from ppo_bridge import dpo_loss
 from ppo_bridge.cli import add_config_arguments, config_overrides
@@ -224,7 +224,8 @@ def tokenize_pairs(
 ) -> TokenizedPairs:
     """trl's recipe: EOS is appended to a completion that lacks it; the completion is what follows
     the common prefix of the tokenized prompt and prompt + completion; each sequence keeps its
-    first `max_length` tokens, and pairs whose prompt alone fills them are dropped."""
+    first `max_length` tokens, and pairs whose prompt alone fills them are dropped. An empty
+    prompt is refused (the first completion token would have nothing to be predicted from)."""
     from trl.data_utils import common_prefix_length
 
     eos = tokenizer.eos_token
@@ -240,8 +241,10 @@ def tokenize_pairs(
     )["input_ids"]
     n = len(prompts)
     out = TokenizedPairs([], [], [])
-    for prompt, c, r in zip(ids[:n], ids[n : 2 * n], ids[2 * n :], strict=True):
+    for i, (prompt, c, r) in enumerate(zip(ids[:n], ids[n : 2 * n], ids[2 * n :], strict=True)):
         start = min(common_prefix_length(prompt, c), common_prefix_length(prompt, r))
+        if start == 0:
+            raise ValueError(f"--pairs: pair {i} has no prompt tokens: give every pair a prompt")
         if start >= max_length:
             continue
         out.prompt.append(prompt[:start])
@@ -310,6 +313,7 @@ class LMDPOTrainer:
             cfg, policy, tokenizer, eval_prompts, reward_model, reward_tokenizer, gold_fn
         )
         self.device = self.grader.accelerator.device
+        self.width = model_context(policy)  # of the packed rows
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
@@ -331,15 +335,16 @@ class LMDPOTrainer:
 
     def logprobs(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Policy sequence log-probs and completion lengths, [chosen; rejected] ([2b] each), of
-        the pairs `indices`, in one forward pass."""
+        the pairs `indices`, in one forward pass over them packed (`pack_pairs`)."""
         p = self.pairs
-        prompts = [p.prompt[i] for i in indices]
-        completions = [p.chosen[i] for i in indices] + [p.rejected[i] for i in indices]
-        ids, attention, mask = (
-            t.to(self.device)
-            for t in pack_completions(prompts * 2, completions, self.tokenizer.pad_token_id)
+        packed = pack_pairs(
+            [p.prompt[i] for i in indices],
+            [p.chosen[i] for i in indices],
+            [p.rejected[i] for i in indices],
+            self.tokenizer.pad_token_id,
+            self.width,
         )
-        return sequence_logprobs(self.policy, ids, attention, mask), mask.sum(1)
+        return packed_sequence_logprobs(self.policy, packed.to(self.device))
 
     def step(self, indices: Sequence[int]) -> dict[str, float]:
         """One optimizer step on the pairs `indices`; returns its metrics (trl's names)."""

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 import lm.dpo
 from lm.dpo import LMDPOConfig, LMDPOTrainer, main, pairs_of_world, tokenize_pairs
 from lm.policy import load_reward_model, load_tokenizer
-from lm.rollout import pack_completions, sequence_logprobs
+from lm.rollout import pack_pairs, packed_sequence_logprobs
 from lm.world import World, WorldConfig, build_world
 from ppo_bridge import dpo_loss
 
@@ -119,19 +119,25 @@ def perturbed_sft(world: World) -> AutoModelForCausalLM:
     return model
 
 
-def test_pack_and_sequence_logprobs_against_one_sequence_at_a_time(world: World) -> None:
+def test_packed_logprobs_against_one_sequence_at_a_time(world: World) -> None:
     tokenizer = load_tokenizer(str(world.sft_dir))
     model = perturbed_sft(world).eval()
-    prompts, completions = [[0, 297, 356], [0, 301]], [[433, 264, 1], [16, 17, 18, 19, 1]]
-    ids, attention, mask = pack_completions(prompts, completions, tokenizer.pad_token_id)
-    assert ids.shape == (2, 3 + 5) and mask.tolist() == [[1, 1, 1, 0, 0], [1] * 5]
-    assert ids[0].tolist()[:6] == [0, 297, 356, 433, 264, 1] and attention[1, 0] == 0
-    with torch.no_grad():
-        got = sequence_logprobs(model, ids, attention, mask)
-        for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+    prompts = [[0, 297, 356], [0, 301], [0, 5, 6, 7]]
+    chosen = [[433, 264, 1], [16, 17, 18, 19, 1], [20, 1]]
+    rejected = [[40, 1], [433, 1], list(range(30, 50)) + [1]]
+    packed = pack_pairs(prompts, chosen, rejected, tokenizer.pad_token_id, width=17)
+    assert packed.ids.shape == (2, 27)  # pairs of 8 and 9 tokens share a row; 27 widens the rows
+    assert packed.ids[0, :8].tolist() == [0, 297, 356, 433, 264, 1, 40, 1]
+    assert packed.position_ids[0, :8].tolist() == [0, 1, 2, 3, 4, 5, 3, 4]  # rejected restarts
+    assert not packed.allowed[0, 6, 3] and packed.allowed[0, 6, 2]  # sees the prompt, not chosen
+    assert not packed.allowed[0, 8, 2] and packed.allowed[0, 9, 8]  # nor another pair's tokens
+    logps, lengths = packed_sequence_logprobs(model, packed)
+    assert logps.requires_grad and lengths.tolist() == [3, 5, 2, 2, 2, 21]
+    for i, (p, c) in enumerate(zip(prompts * 2, chosen + rejected, strict=True)):
+        with torch.no_grad():
             logits = model(torch.tensor([p + c])).logits[0, len(p) - 1 : -1]
-            expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(c)[:, None]).sum()
-            torch.testing.assert_close(got[i], expected, rtol=1e-5, atol=1e-4)
+        expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(c)[:, None]).sum()
+        torch.testing.assert_close(logps[i].detach(), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_world_pairs_get_their_prompt_and_tokenize_as_trl_does(world: World) -> None:
@@ -189,14 +195,13 @@ def test_dpo_loss_matches_trls_dpo_trainer(world: World, trl_trainer, kind: str)
     trainer, rows = trl_trainer
     tokenizer = load_tokenizer(str(world.sft_dir))
     pairs = tokenize_pairs(tokenizer, rows, max_length=64)
-    ids, attention, mask = pack_completions(
-        pairs.prompt * 2, pairs.chosen + pairs.rejected, tokenizer.pad_token_id
-    )
+    packed = pack_pairs(pairs.prompt, pairs.chosen, pairs.rejected, tokenizer.pad_token_id, 64)
     ref = AutoModelForCausalLM.from_pretrained(world.sft_dir)
     with torch.no_grad():
-        pc, pr = sequence_logprobs(trainer.model, ids, attention, mask).chunk(2)
-        rc, rr = sequence_logprobs(ref, ids, attention, mask).chunk(2)
-    nc, nr = mask.sum(1).chunk(2)
+        policy_logps, lengths = packed_sequence_logprobs(trainer.model, packed)
+        pc, pr = policy_logps.chunk(2)
+        rc, rr = packed_sequence_logprobs(ref, packed)[0].chunk(2)
+    nc, nr = lengths.chunk(2)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
     mode = "train" if trainer.model.training else "eval"
 
@@ -241,13 +246,13 @@ def test_reference_logprobs_are_computed_once(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = {"no_grad": 0, "grad": 0}
-    real = lm.dpo.sequence_logprobs
+    real = lm.dpo.packed_sequence_logprobs
 
-    def counting(*args: object, **kwargs: object) -> torch.Tensor:
+    def counting(*args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
         calls["grad" if torch.is_grad_enabled() else "no_grad"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(lm.dpo, "sequence_logprobs", counting)
+    monkeypatch.setattr(lm.dpo, "packed_sequence_logprobs", counting)
     trainer = small_trainer(world)  # 12 pairs, batches of 4, 2 epochs
     first = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
     history = trainer.train()
