@@ -255,7 +255,7 @@ def run_dpo(world, target: float, budget_s: float, every: int, skip_trl: bool, o
             "reference log-probs (once)": trainer.seconds_reference,
             "setup (load, tokenise, reference)": setup_s,
             "seconds per step": (train_s - setup_s) / trainer.step_count,
-            "tokens per second": tokens / (train_s - setup_s),
+            "tokens per second (trl's count)": tokens / (train_s - setup_s),
         },
         **curve.points[-1],
         "curve": curve.points,
@@ -311,7 +311,7 @@ def run_dpo(world, target: float, budget_s: float, every: int, skip_trl: bool, o
     ours = results["ours (DPO)"]
     print(f"\nours (DPO), {len(pairs)} pairs x {cfg.epochs} epochs, {cfg.batch_size} per step:")
     for k, v in ours["phases"].items():
-        print(f"  {k:28}{v:10.3f}")
+        print(f"  {k:36}{v:10.3f}")
     print(f"\n{'run':12}{'to gold>=' + str(target):>14}{'steps':>7}{'train s':>9}"
           f"{'gold':>7}{'RM':>7}{'KL':>7}{'EOS':>6}{'train s ours/theirs':>21}"
           f"{'to target ours/theirs':>23}")  # fmt: skip
