@@ -448,7 +448,9 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    out = check_run_dir(args.out, resume=False, overwrite=args.overwrite, markers=RUN_MARKERS)
+    out = check_run_dir(
+        args.out, resume=False, overwrite=args.overwrite, markers=RUN_MARKERS, resumable=False
+    )
     for flag, name in (("--policy", args.policy), ("--reward-model", args.reward_model)):
         check_model_source(flag, name)
     cfg = LMDPOConfig(**config_overrides(args, LMDPOConfig))

@@ -314,7 +314,7 @@ def test_cli_two_steps_report_logs_and_policy(
     )
     # the run folder is not taken over
     code, _, err = run_cli(argv, capsys)
-    assert code == 2 and "--overwrite" in err and err.count("\n") == 1
+    assert code == 2 and "--overwrite" in err and "--resume" not in err and err.count("\n") == 1
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
