@@ -255,7 +255,8 @@ def test_reward_fn_returning_strings_stops_training(tiny: dict[str, Path]) -> No
     def reward_fn(prompts: list[str], responses: list[str]) -> list[str]:
         return [str(len(r)) for r in responses]
 
-    trainer = LMPPOTrainer(LMPPOConfig(**TINY), *load(tiny["policy"]), PROMPTS, reward_funcs=reward_fn)
+    policy, tokenizer = load(tiny["policy"])
+    trainer = LMPPOTrainer(LMPPOConfig(**TINY), policy, tokenizer, PROMPTS, reward_funcs=reward_fn)
     with pytest.raises(ValueError, match="reward_fn returned str"):
         trainer.train()
 
