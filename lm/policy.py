@@ -58,6 +58,29 @@ class PolicyWithValueHead(nn.Module):
         return out.logits, values
 
 
+def enable_gradient_checkpointing(lm: PreTrainedModel) -> None:
+    """Recompute each transformer layer's activations in the backward pass instead of storing them
+    (less memory, about one more forward per update).
+
+    transformers checkpoints a layer only in training mode, and the models here stay in eval mode
+    (no dropout), so only the layers themselves are flagged as training: their dropouts stay off.
+    Non-reentrant checkpoints, so LoRA adapters on a frozen trunk still get their gradients.
+    """
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm  # a peft model's own
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        base.activation_checkpointing_enable(kwargs)
+    else:
+        base.gradient_checkpointing_enable(kwargs)
+    layers = [m for m in base.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise ValueError(f"{type(base).__name__} has no layers that support gradient checkpointing")
+    for layer in layers:
+        layer.training = True
+
+
 def position_ids(attention_mask: Tensor) -> Tensor:
     """Positions counted over real tokens only (left padding), as `generate` counts them."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
