@@ -100,7 +100,7 @@ if [ "$cpu" = 1 ]; then
   bench=(--layers 2 --width 64 --heads 2 --prompts 4 --new-tokens 4 --iterations 1)
   fsdp=0
 else
-  worlds=("tiny 10 64" "default 30 128")  # world, iterations, eval samples
+  worlds=("tiny 10 64" "default 50 128")  # world, iterations (default: lm.train's), eval samples
   bench=(--threads 4)
   fsdp=1
 fi
