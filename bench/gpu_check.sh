@@ -13,8 +13,8 @@
 # $PPO_BRIDGE_CACHE (default ~/.cache/ppo-bridge); build them where trl is installed with
 # `python -m lm.world` and `python -m lm.world --tiny`, and copy that folder over.
 # Without CUDA it stops (exit 2) unless --cpu: a small CPU fallback (tiny world, reduced bench).
-# Everything printed is also written to $OUT/gpu_check.log, and each step's JSON to $OUT/*.json,
-# when $OUT is set. Exit status: 0 all steps passed, 1 a step failed, 2 cannot run here.
+# Everything printed is also written to $OUT/gpu_check.log, and each step's last line (a JSON
+# object) to $OUT/gpu_check.jsonl as {"step": NAME, "result": ...}, when $OUT is set. Exit status: 0 all steps passed, 1 a step failed, 2 cannot run here.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 PY=${PYTHON:-python3}
@@ -62,7 +62,7 @@ failed=()
 say() { echo "$@" | tee -a "$log"; }
 
 # step NAME CMD...: run; stdout is printed and logged after the step, stderr (progress bars,
-# warnings) goes to the log only; the last stdout line (a JSON object) is kept as NAME.json
+# warnings) goes to the log only; the last stdout line (a JSON object) goes to gpu_check.jsonl
 step() {
   local name=$1 start=$SECONDS rc
   shift
@@ -72,7 +72,7 @@ step() {
   rc=$?
   tee -a "$log" <"$runs/$name.stdout"
   if [ $rc = 0 ]; then
-    tail -n 1 "$runs/$name.stdout" >"$out/$name.json"
+    echo "{\"step\": \"$name\", \"result\": $(tail -n 1 "$runs/$name.stdout")}" >>"$out/gpu_check.jsonl"
     say "=== $name: ok in $((SECONDS - start)) s"
   else
     failed+=("$name")

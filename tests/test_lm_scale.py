@@ -1,8 +1,13 @@
-"""Gradient checkpointing in the trainer, and the scale bench (bench.lm_scale) at a reduced size."""
+"""Gradient checkpointing in the trainer, the scale bench (bench.lm_scale) at a reduced size, and
+bench/gpu_check.sh's refusal without CUDA."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,3 +69,13 @@ def test_scale_bench_runs_every_mode_at_a_reduced_size(capsys: pytest.CaptureFix
         assert r["generate_s"] > 0 and r["update_s"] > 0
     assert results["lora_gc"]["trainable_params"] < results["full"]["trainable_params"] / 2
     assert lines[1].split()[:3] == ["mode", "trainable", "peak"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_gpu_check_refuses_without_cuda_in_one_line() -> None:
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: torch sees no CUDA GPU") and proc.stderr.count("\n") == 1
+    assert "--cpu" in proc.stderr
