@@ -57,7 +57,7 @@ def test_gradient_checkpointing_recomputes_and_changes_no_number(lora: bool) -> 
     assert all(torch.allclose(v, after[k], atol=1e-6) for k, v in plain.policy.state_dict().items())
 
 
-def test_scale_bench_runs_every_mode_at_a_reduced_size(capsys: pytest.CaptureFixture[str]) -> None:
+def test_scale_bench_runs_two_modes_at_a_reduced_size(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--layers", "1", "--width", "32", "--heads", "2", "--prompts", "2"]
     argv += ["--new-tokens", "3", "--iterations", "1", "--modes", "full", "lora_gc"]
     assert lm_scale.main(argv) == 0
