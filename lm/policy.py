@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -25,6 +26,7 @@ from lm.checkpoint import atomic_folder
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 PPO_STATE_FILE = "ppo_state.json"
+PARTS = ("lm.", "value_head.")  # the state-dict prefixes of PolicyWithValueHead\'s two parts
 
 
 class PolicyWithValueHead(nn.Module):
@@ -56,6 +58,39 @@ class PolicyWithValueHead(nn.Module):
         hidden = out.hidden_states[-1]
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
         return out.logits, values
+
+    def generate(self, **kwargs: Any) -> Tensor:
+        """The LM's `generate`, as a method of this module (FSDP then gathers the root unit's
+        weights for it, as for `forward`: `lm.fsdp.shard_sampling`)."""
+        return self.lm.generate(**kwargs)
+
+    @property
+    def _no_split_modules(self) -> list[str]:
+        """The LM's blocks, which FSDP's transformer auto-wrap shards one unit each."""
+        return list(getattr(self.lm, "_no_split_modules", None) or [])
+
+
+def enable_gradient_checkpointing(lm: PreTrainedModel) -> None:
+    """Recompute each transformer layer's activations in the backward pass instead of storing them
+    (less memory, about one more forward per update).
+
+    transformers checkpoints a layer only in training mode, and the models here stay in eval mode
+    (no dropout), so only the layers themselves are flagged as training: their dropouts stay off.
+    Non-reentrant checkpoints, so LoRA adapters on a frozen trunk still get their gradients.
+    """
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm  # a peft model's own
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        base.activation_checkpointing_enable(kwargs)
+    else:
+        base.gradient_checkpointing_enable(kwargs)
+    layers = [m for m in base.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise ValueError(f"{type(base).__name__} has no layers that support gradient checkpointing")
+    for layer in layers:
+        layer.training = True
 
 
 def position_ids(attention_mask: Tensor) -> Tensor:
@@ -148,22 +183,33 @@ def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bo
 
 
 def save_policy(
-    model: PolicyWithValueHead, tokenizer: PreTrainedTokenizerBase, out: str | Path, extra: dict
+    model: PolicyWithValueHead,
+    tokenizer: PreTrainedTokenizerBase,
+    out: str | Path,
+    extra: dict,
+    state_dict: dict[str, Tensor] | None = None,
 ) -> None:
     """`write_policy` into `out` atomically: `out` is the previous complete folder or the new
     complete one at every instant (`lm.checkpoint.atomic_folder`)."""
     with atomic_folder(out) as tmp:
-        write_policy(model, tokenizer, tmp, extra)
+        write_policy(model, tokenizer, tmp, extra, state_dict)
 
 
 def write_policy(
-    model: PolicyWithValueHead, tokenizer: PreTrainedTokenizerBase, folder: Path, extra: dict
+    model: PolicyWithValueHead,
+    tokenizer: PreTrainedTokenizerBase,
+    folder: Path,
+    extra: dict,
+    state_dict: dict[str, Tensor] | None = None,
 ) -> None:
     """Write the LM (`save_pretrained`, with its tokenizer), the value head (safetensors) and
-    `extra` as JSON into the existing `folder`."""
-    model.lm.save_pretrained(folder)
+    `extra` as JSON into the existing `folder`. `state_dict`: the model's gathered weights when
+    its own are sharded (FSDP)."""
+    state_dict = state_dict or model.state_dict()
+    part = {p: {k[len(p) :]: v for k, v in state_dict.items() if k.startswith(p)} for p in PARTS}
+    model.lm.save_pretrained(folder, state_dict=part["lm."])
     tokenizer.save_pretrained(folder)
-    save_file(model.value_head.state_dict(), folder / VALUE_HEAD_FILE)
+    save_file({k: v.contiguous() for k, v in part["value_head."].items()}, folder / VALUE_HEAD_FILE)
     (folder / PPO_STATE_FILE).write_text(json.dumps(extra, indent=2))
 
 

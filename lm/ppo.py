@@ -42,10 +42,12 @@ from lm.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from lm.fsdp import check_fsdp, full_state_dict, shard_sampling
 from lm.lora import adapters_off, is_lora
 from lm.policy import (
     PPO_STATE_FILE,
     PolicyWithValueHead,
+    enable_gradient_checkpointing,
     load_policy_weights,
     same_tokenizer,
     save_policy,
@@ -145,6 +147,7 @@ class LMPPOConfig(PPOConfig):
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     save_every: int = 0  # iterations between checkpoints; 0 = none (the final policy/ only)
     save_total_limit: int | None = 2  # checkpoints kept, newest first; None = all
+    gradient_checkpointing: bool = False  # recompute layer activations in the update's backward
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -315,6 +318,7 @@ class LMPPOTrainer:
         self.accelerator = acc = Accelerator(
             cpu=cpu_only(), mixed_precision=cfg.resolved_mixed_precision()
         )
+        check_fsdp(acc, checkpoints=cfg.save_every > 0)
         set_seed(cfg.seed + acc.process_index)  # each process samples differently
         self.tokenizer = tokenizer
         self.prompts = list(prompts)
@@ -338,18 +342,22 @@ class LMPPOTrainer:
                 )
             self.reward_model = reward_model.to(acc.device).eval().requires_grad_(False)
 
-        # The reference: a frozen copy of the start policy, or for a LoRA policy the policy itself,
-        # read with its adapters off (`adapters_off`), so the weights are held once.
-        lora = is_lora(policy)
-        ref = None if lora else copy.deepcopy(policy).to(acc.device).eval().requires_grad_(False)
+        # The reference: a frozen copy of the start policy, or for a LoRA policy (None) the policy
+        # itself with its adapters off (`reference_logprobs`), so the weights are held once.
+        self.ref = None
+        if not is_lora(policy):
+            self.ref = copy.deepcopy(policy).to(acc.device).eval().requires_grad_(False)
         model = PolicyWithValueHead(policy)
         model.value_head.requires_grad_(cfg.critic)  # critic-free: an unused head stays out of DDP
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, eps=1e-5)
+        # fused: one kernel per step for all tensors (4x faster than foreach on a CPU at 124M)
+        optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, eps=1e-5, fused=True)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.model.eval()
         self.policy: PolicyWithValueHead = acc.unwrap_model(self.model)
-        self.ref = self.policy.lm if lora else ref
+        shard_sampling(acc, self.policy)
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(self.policy.lm)
 
         self.kl_ctl = (
             AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon)
@@ -387,7 +395,7 @@ class LMPPOTrainer:
 
         start = time.perf_counter()
         responses = sample_responses(
-            self.policy.lm,
+            self.policy,
             query,
             query_mask,
             tok,
@@ -412,9 +420,7 @@ class LMPPOTrainer:
                 logprobs.append(lp)
                 entropy.append(ent)
                 values.append(v)
-                with adapters_off(self.ref):
-                    ref_lp = reference_logprobs(self.ref, qr, am, n_resp, cfg.temperature)
-                ref_logprobs.append(ref_lp)
+                ref_logprobs.append(self.reference_logprobs(qr, am, n_resp))
             rewards = self.score(query, query_mask, responses, mask, has_eos, prompts, texts)
         return Rollout(
             query_responses=query_responses,
@@ -432,6 +438,15 @@ class LMPPOTrainer:
             seconds_generate=seconds_generate,
             seconds_score=time.perf_counter() - start,
         )
+
+    def reference_logprobs(self, query_responses: Tensor, attention_mask: Tensor, n: int) -> Tensor:
+        """[B, n] log-probs of the response tokens under the reference: the frozen copy, or the
+        LoRA policy with its adapters off, run through its own forward (so FSDP gathers it)."""
+        args = (query_responses, attention_mask, n, self.cfg.temperature)
+        if self.ref is not None:
+            return reference_logprobs(self.ref, *args)
+        with adapters_off(self.policy.lm):
+            return policy_forward(self.policy, *args)[0]
 
     def score(
         self,
@@ -676,7 +691,8 @@ class LMPPOTrainer:
         acc, cfg = self.accelerator, self.cfg
         usable = len(prompts) // acc.num_processes * acc.num_processes
         shard = list(prompts[:usable])[acc.process_index :: acc.num_processes]
-        ids = tokenize_prompts(self.tokenizer, shard, cfg.max_new_tokens, model_context(self.ref))
+        context = model_context(self.policy.lm)
+        ids = tokenize_prompts(self.tokenizer, shard, cfg.max_new_tokens, context)
         ro = self.rollout(shard, ids)
         kl = kl_estimate(ro.logprobs, ro.ref_logprobs, cfg.kl_estimator) * ro.mask
         local = {
@@ -692,10 +708,11 @@ class LMPPOTrainer:
     def save(self, out: str | Path) -> None:
         """Write the policy (`save_pretrained`, tokenizer, value head) atomically, main process."""
         self.accelerator.wait_for_everyone()
+        weights = full_state_dict(self.accelerator, self.model)  # FSDP: gathered on every process
         if self.accelerator.is_main_process:
             state = {"config": asdict(self.cfg), "iteration": self.iteration}
             state["beta"] = self.kl_ctl.value
-            save_policy(self.policy, self.tokenizer, out, state)
+            save_policy(self.policy, self.tokenizer, out, state, weights)
         self.accelerator.wait_for_everyone()
 
     def save_checkpoint(self) -> Path:

@@ -61,7 +61,7 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor
 
 @torch.no_grad()
 def sample_responses(
-    lm: PreTrainedModel,
+    lm: PreTrainedModel | PolicyWithValueHead,
     query: Tensor,
     query_mask: Tensor,
     tokenizer: PreTrainedTokenizerBase,

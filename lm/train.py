@@ -33,6 +33,7 @@ import torch
 from accelerate import PartialState
 
 from lm.checkpoint import checkpoints, delete, remove_folder
+from lm.fsdp import fsdp_requested
 from lm.lora import add_lora, merge_lora
 from lm.policy import load_causal_lm, load_reward_model, load_reward_tokenizer, load_tokenizer
 from lm.ppo import LMPPOConfig, LMPPOTrainer, cpu_only, read_checkpoint_state
@@ -167,6 +168,11 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError("--merge-lora merges LoRA adapters: pass --lora-r too")
     if args.resume and args.lora_r:
         raise ValueError("--resume of a LoRA run is not supported yet: start it over (--overwrite)")
+    if args.merge_lora and fsdp_requested():
+        raise ValueError(
+            "--merge-lora does not run under FSDP: merge the saved adapter afterwards, "
+            "PeftModel.from_pretrained(base, 'OUT/policy').merge_and_unload()"
+        )
     overrides = config_overrides(args, LMPPOConfig)
     try:
         if saved:
