@@ -38,7 +38,14 @@ from lm.policy import (
 )
 from lm.ppo import LMPPOConfig, LMPPOTrainer, MetricsLogger, Rollout
 from lm.rollout import RewardFn, model_context, pack_pairs, packed_sequence_logprobs
-from lm.train import check_model_source, cycle, report, world_gold, world_prompts
+from lm.train import (
+    check_model_source,
+    cli_main,
+    cycle,
+    report,
+    world_gold,
+    world_prompts,
+)
 from ppo_bridge import dpo_loss
 from ppo_bridge.cli import add_config_arguments, config_overrides
 from ppo_bridge.dpo import DPOLoss
@@ -564,19 +571,7 @@ def plot(history: list[dict[str, float]], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; bad input (and a non-finite loss) becomes one line on stderr and status 2."""
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    args = parse_args(argv)
-    try:
-        print(json.dumps(run(args)))
-        return 0
-    except (ValueError, OSError, FloatingPointError) as err:
-        message = str(err).strip().splitlines() or [type(err).__name__]
-        print(f"error: {message[0]}", file=sys.stderr)
-        return 2
+    return cli_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

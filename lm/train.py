@@ -25,7 +25,7 @@ import csv
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -399,13 +399,18 @@ def plot(history: list[dict[str, float]], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; bad input (and a non-finite loss) becomes one line on stderr and status 2."""
+def cli_main(
+    parse: Callable[[Sequence[str] | None], argparse.Namespace],
+    run: Callable[[argparse.Namespace], dict],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """A command's entry point (lm.train, lm.dpo): the summary as the last stdout line of the main
+    process; bad input (and a non-finite loss) becomes one line on stderr and status 2."""
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    args = parse_args(argv)
+    args = parse(argv)
     try:
         summary = run(args)
         if PartialState().is_main_process:
@@ -420,6 +425,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # its worker threads can abort a rank (SIGABRT) after the run has finished.
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":
