@@ -138,7 +138,8 @@ class LMPPOConfig(PPOConfig):
     kl_estimator: KLEstimator = "k1"  # k1 | k2 | k3 (ppo_bridge.kl_estimate)
     beta: float = 0.2  # KL coefficient (initial value when adaptive)
     kl_target: float | None = 4.0  # nats per response: adaptive beta; None = fixed beta
-    kl_horizon: int = 320  # responses; beta moves by <= 20% * batch / horizon per iteration
+    kl_horizon: int = 160  # responses; beta moves by <= 20% * batch / horizon per iteration
+    # (160, not 320: the slower beta let KL drift to 6-11 nats late in PPO and REINFORCE++ runs)
     missing_eos_penalty: float | None = 1.0  # subtracted from the score of a response w/o EOS
     normalize_scores: bool = False  # whiten the scores over the global batch
     # run
