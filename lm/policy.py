@@ -18,6 +18,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -92,21 +93,53 @@ def load_causal_lm(name: str) -> PreTrainedModel:
     return AutoModelForCausalLM.from_pretrained(name)
 
 
-def load_reward_model(name: str) -> PreTrainedModel:
-    """`AutoModelForSequenceClassification` with exactly one label (a scalar score)."""
+def load_reward_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """The reward model's tokenizer as it was trained: its own padding side (right for BERT-style
+    encoders), a pad token (EOS if it has none, as decoder reward models are usually saved)."""
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise ValueError(
+                f"--reward-model {name}: its tokenizer has neither a PAD nor an EOS token"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_reward_model(name: str, label: str | None = None) -> tuple[PreTrainedModel, int]:
+    """(`AutoModelForSequenceClassification` of any family, the index of the logit to reward).
+
+    `label` is `--reward-label`: an index or a name of `config.id2label`; a one-label model needs
+    none. The label is checked on the config, before the weights load.
+    """
     config = AutoConfig.from_pretrained(name)
-    if config.num_labels != 1:
+    archs = config.architectures or []
+    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
         raise ValueError(
-            f"--reward-model {name} has {config.num_labels} labels: pass a sequence-classification "
-            "model with num_labels=1 (a scalar reward)"
+            f"--reward-model {name} is a {archs[0]}, not a sequence classifier: pass a model "
+            "saved with AutoModelForSequenceClassification"
         )
-    model = AutoModelForSequenceClassification.from_pretrained(name)
-    if not hasattr(model, "score") or not hasattr(model, model.base_model_prefix):
+    index = reward_label_index(config, label, name)
+    return AutoModelForSequenceClassification.from_pretrained(name), index
+
+
+def reward_label_index(config: PretrainedConfig, label: str | None, name: str) -> int:
+    """The logit `--reward-label` names: an index (`1`) or a label name (`POSITIVE`)."""
+    labels = [str(config.id2label.get(i, i)) for i in range(config.num_labels)]
+    listed = ", ".join(f"{i}={n}" for i, n in enumerate(labels))
+    if label is None:
+        if len(labels) == 1:
+            return 0
         raise ValueError(
-            f"--reward-model {name} ({type(model).__name__}) has no `score` head on a backbone: "
-            "pass a GPT-2/Llama-style *ForSequenceClassification model"
+            f"--reward-model {name} has {len(labels)} labels ({listed}): pick the one to reward "
+            "with --reward-label N|NAME"
         )
-    return model
+    if label.isdigit():
+        if int(label) < len(labels):
+            return int(label)
+    elif label in labels:
+        return labels.index(label)
+    raise ValueError(f"--reward-label {label}: {name} has no such label; its labels are {listed}")
 
 
 def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:

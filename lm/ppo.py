@@ -29,10 +29,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
+from lm.lora import adapters_off, is_lora
 from lm.policy import PolicyWithValueHead, same_tokenizer, save_policy
 from lm.rollout import (
     RewardFn,
     check_scores,
+    is_decoder_classifier,
     left_pad,
     model_context,
     per_token_rewards,
@@ -231,9 +233,10 @@ class Rollout:
 class LMPPOTrainer:
     """PPO on `policy` (any causal LM) against a reward model or a `reward_fn(prompts, responses)`.
 
-    If the reward model's tokenizer differs from the policy's, the decoded prompt + response text is
-    re-encoded with the reward model's tokenizer. `gold_fn(prompts, responses)`, when given, is an
-    extra judge that is only logged (objective/gold).
+    If the reward model's tokenizer differs from the policy's, or it is an encoder (BERT-style),
+    the decoded prompt + response text is re-encoded with the reward model's tokenizer;
+    `reward_label` is the index of the logit that is the reward. `gold_fn(prompts, responses)`,
+    when given, is an extra judge that is only logged (objective/gold).
     """
 
     def __init__(
@@ -245,6 +248,7 @@ class LMPPOTrainer:
         *,
         reward_model: PreTrainedModel | None = None,
         reward_tokenizer: PreTrainedTokenizerBase | None = None,
+        reward_label: int = 0,
         reward_fn: RewardFn | None = None,
         gold_fn: RewardFn | None = None,
         out_dir: str | Path | None = None,
@@ -265,7 +269,10 @@ class LMPPOTrainer:
         self.reward_model, self.reward_tokenizer = reward_model, reward_tokenizer or tokenizer
         self.retokenize = False
         if reward_model is not None:
-            self.retokenize = not same_tokenizer(tokenizer, self.reward_tokenizer)
+            self.retokenize = not is_decoder_classifier(reward_model) or not same_tokenizer(
+                tokenizer, self.reward_tokenizer
+            )
+            self.reward_label = reward_label
             self.rm_context = model_context(reward_model)
             longest = max(len(p) for p in self.prompt_ids) + cfg.max_new_tokens
             if not self.retokenize and longest > self.rm_context:
@@ -275,13 +282,18 @@ class LMPPOTrainer:
                 )
             self.reward_model = reward_model.to(acc.device).eval().requires_grad_(False)
 
-        self.ref = copy.deepcopy(policy).to(acc.device).eval().requires_grad_(False)
+        # The reference: a frozen copy of the start policy, or for a LoRA policy the policy itself,
+        # read with its adapters off (`adapters_off`), so the weights are held once.
+        lora = is_lora(policy)
+        ref = None if lora else copy.deepcopy(policy).to(acc.device).eval().requires_grad_(False)
         model = PolicyWithValueHead(policy)
         model.value_head.requires_grad_(cfg.critic)  # critic-free: an unused head stays out of DDP
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, eps=1e-5)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, eps=1e-5)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.model.eval()
         self.policy: PolicyWithValueHead = acc.unwrap_model(self.model)
+        self.ref = self.policy.lm if lora else ref
 
         self.kl_ctl = (
             AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon)
@@ -343,7 +355,9 @@ class LMPPOTrainer:
                 logprobs.append(lp)
                 entropy.append(ent)
                 values.append(v)
-                ref_logprobs.append(reference_logprobs(self.ref, qr, am, n_resp, cfg.temperature))
+                with adapters_off(self.ref):
+                    ref_lp = reference_logprobs(self.ref, qr, am, n_resp, cfg.temperature)
+                ref_logprobs.append(ref_lp)
             scores = self.score(query, query_mask, responses, mask, has_eos, prompts, texts)
         return Rollout(
             query_responses=query_responses,
@@ -389,7 +403,9 @@ class LMPPOTrainer:
         step = self.cfg.minibatch_size // self.cfg.grad_accum_steps
         return torch.cat(
             [
-                reward_model_scores(self.reward_model, ids[i : i + step], am[i : i + step])
+                reward_model_scores(
+                    self.reward_model, ids[i : i + step], am[i : i + step], self.reward_label
+                )
                 for i in range(0, ids.shape[0], step)
             ]
         )

@@ -138,13 +138,31 @@ def reference_logprobs(
     return response_logprobs(logits[:, :-1], query_responses[:, -n_response:], temperature)[0]
 
 
-def reward_model_scores(rm: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """The RM's scalar at the last real token of each row (padding on either side is fine).
+def is_decoder_classifier(rm: PreTrainedModel) -> bool:
+    """True for a causal classifier: a `score` head on a decoder backbone (GPT-2, Llama, Qwen...);
+    encoder classifiers (BERT, DistilBERT, RoBERTa, DeBERTa) name their head `classifier`."""
+    return isinstance(getattr(rm, "score", None), torch.nn.Linear) and hasattr(
+        rm, rm.base_model_prefix
+    )
 
-    Reads the `score` head on the backbone's last hidden state, as TRL does, rather than trusting
-    the model's own pooling, which takes the last non-pad token and so skips an EOS that doubles as
-    the pad token.
+
+def reward_model_scores(
+    rm: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor, label: int = 0
+) -> Tensor:
+    """[B] logit `label` of the reward model for each row.
+
+    Decoders: the `score` head on the backbone's last hidden state at the last real token (padding
+    on either side is fine), as TRL does, rather than the model's own pooling, which takes the last
+    non-pad token and so skips an EOS that doubles as the pad token. Encoders: the model's own
+    forward and pooling (the first token, [CLS] / <s>), so rows must be right-padded, as their
+    tokenizers pad; they get no position ids (some do not take them, and theirs count from 0).
     """
+    if not is_decoder_classifier(rm):
+        if not attention_mask[:, 0].all():
+            raise ValueError(
+                f"{type(rm).__name__} pools the first token: pad its inputs on the right"
+            )
+        return rm(input_ids=input_ids, attention_mask=attention_mask).logits[:, label].float()
     backbone = getattr(rm, rm.base_model_prefix)
     hidden = backbone(
         input_ids=input_ids,
@@ -155,7 +173,7 @@ def reward_model_scores(rm: PreTrainedModel, input_ids: Tensor, attention_mask: 
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
     last = (positions[None, :] * attention_mask).argmax(1)
     logits = rm.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
-    return logits.squeeze(-1).float()
+    return logits[:, label].float()
 
 
 def retokenize(
@@ -163,23 +181,23 @@ def retokenize(
 ) -> tuple[Tensor, Tensor]:
     """Encode decoded prompt+response texts with the reward model's own tokenizer.
 
-    Used when the RM's tokenizer differs from the policy's. A response that ended in the policy's
-    EOS gets the RM tokenizer's EOS appended (RewardTrainer trains on texts that end in EOS).
+    Used when the RM's tokenizer differs from the policy's, and for every encoder RM. Padded on
+    the tokenizer's side. A response that ended in the policy's EOS gets the RM tokenizer's EOS
+    appended (RewardTrainer trains on texts that end in EOS), unless the tokenizer ends every
+    encoding with it itself (RoBERTa's </s>) or has none (BERT's [SEP] closes every text anyway).
     """
     ids = tokenizer(list(texts))["input_ids"]
     eos = tokenizer.eos_token_id
-    ids = [
-        s + [eos] if e and eos is not None else s
-        for s, e in zip(ids, has_eos.tolist(), strict=True)
-    ]
+    append = eos is not None and tokenizer("")["input_ids"][-1:] != [eos]
+    ids = [s + [eos] if e and append else s for s, e in zip(ids, has_eos.tolist(), strict=True)]
     longest = max(len(s) for s in ids)
     if longest > context:
         raise ValueError(
             f"a prompt + response has {longest} reward-model tokens, more than the reward model's "
             f"context of {context}: shorten the prompts or lower --max-new-tokens"
         )
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    return left_pad(ids, pad)
+    batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+    return batch["input_ids"], batch["attention_mask"]
 
 
 def check_scores(scores: Sequence[float], n: int) -> Tensor:

@@ -8,8 +8,9 @@ RLHF world, offline.
 
 Every `LMPPOConfig` field is a flag: `--batch-size 32`, `--kl-target none`, `--normalize-scores`;
 `--algo` picks the method and its preset (`lm.ppo.ALGO_PRESETS`), which other flags override.
-Whatever of policy / reward model / prompts is not given comes from the toy world. A reward model
-whose tokenizer differs from the policy's scores the decoded text re-encoded with its own tokenizer.
+Whatever of policy / reward model / prompts is not given comes from the toy world. The reward model
+is any sequence classifier (`--reward-label` picks its logit); an encoder, or one whose tokenizer
+differs from the policy's, scores the decoded text re-encoded with its own tokenizer.
 Prints before/after metrics and samples, writes metrics.csv, tb/, curves.png and policy/ to --out;
 the last stdout line is one JSON object. Bad input exits with status 2 and one line on stderr.
 """
@@ -27,7 +28,8 @@ from typing import TYPE_CHECKING
 import torch
 from accelerate import PartialState
 
-from lm.policy import load_causal_lm, load_reward_model, load_tokenizer
+from lm.lora import add_lora, merge_lora
+from lm.policy import load_causal_lm, load_reward_model, load_reward_tokenizer, load_tokenizer
 from lm.ppo import LMPPOConfig, LMPPOTrainer, cpu_only
 from ppo_bridge.cli import add_config_arguments, config_overrides
 
@@ -40,7 +42,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m lm.train", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--policy", help="HF id or folder of a causal LM (default: toy SFT)")
-    parser.add_argument("--reward-model", help="HF id or folder of a 1-label classifier")
+    parser.add_argument(
+        "--reward-model", help="HF id or folder of a sequence classifier (decoder or encoder)"
+    )
+    parser.add_argument(
+        "--reward-label",
+        metavar="N|NAME",
+        help="the classifier's logit to reward, by index or config.id2label name (e.g. POSITIVE); "
+        "needed when it has several labels",
+    )
     parser.add_argument("--prompts", help=".txt (one per line), save_to_disk folder or dataset id")
     parser.add_argument("--prompt-column", default="prompt", help="column of a prompts dataset")
     parser.add_argument("--out", default="runs/rlhf", help="run folder")
@@ -55,6 +65,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=1,
         help="torch CPU threads per process (1 is fastest for the toy model on a shared CPU)",
+    )
+    lora = parser.add_argument_group("LoRA (peft): the reference is the policy, adapters off")
+    lora.add_argument("--lora-r", type=int, default=0, help="adapter rank; 0 = full fine-tuning")
+    lora.add_argument("--lora-alpha", type=float, help="scale alpha / r (default alpha = 2r)")
+    lora.add_argument(
+        "--lora-dropout", type=float, default=0.0, help="recorded in the adapter; PPO runs in eval"
+    )
+    lora.add_argument(
+        "--lora-target-modules",
+        nargs="+",
+        metavar="NAME",
+        help="module names to adapt (default: every linear layer but the output head)",
+    )
+    lora.add_argument(
+        "--merge-lora",
+        action="store_true",
+        help="also write policy-merged/: the adapters folded into a plain model",
     )
     add_config_arguments(
         parser.add_argument_group("LMPPOConfig"),
@@ -98,6 +125,8 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     for flag, name in (("--policy", args.policy), ("--reward-model", args.reward_model)):
         check_model_source(flag, name)
+    if args.merge_lora and not args.lora_r:
+        raise ValueError("--merge-lora merges LoRA adapters: pass --lora-r too")
     overrides = config_overrides(args, LMPPOConfig)
     cfg = LMPPOConfig.for_algo(overrides.pop("algo", "ppo"), **overrides)
     world = None
@@ -110,7 +139,12 @@ def run(args: argparse.Namespace) -> dict:
     policy_name = args.policy or str(world.sft_dir)
     reward_name = args.reward_model or str(world.reward_model_dir)
     tokenizer, policy = load_tokenizer(policy_name), load_causal_lm(policy_name)
-    reward_tokenizer, reward_model = load_tokenizer(reward_name), load_reward_model(reward_name)
+    if args.lora_r:
+        policy = add_lora(
+            policy, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules
+        )
+    reward_model, reward_label = load_reward_model(reward_name, args.reward_label)
+    reward_tokenizer = load_reward_tokenizer(reward_name)
     if args.prompts:
         train_prompts, eval_prompts = load_prompts(args.prompts, args.prompt_column)
     else:
@@ -123,6 +157,7 @@ def run(args: argparse.Namespace) -> dict:
         train_prompts,
         reward_model=reward_model,
         reward_tokenizer=reward_tokenizer,
+        reward_label=reward_label,
         gold_fn=world_gold if world is not None else None,
         out_dir=out,
     )
@@ -133,6 +168,9 @@ def run(args: argparse.Namespace) -> dict:
     ppo_s = time.perf_counter() - ppo_start
     after, ro_after = trainer.evaluate(eval_prompts)
     trainer.save(out / "policy")
+    if args.merge_lora:
+        merge_lora(trainer.policy)
+        trainer.save(out / "policy-merged")
 
     summary = {
         "gold_before": before.get("gold"),

@@ -423,7 +423,7 @@ def test_cli_trains_saves_and_round_trips(
     [
         ("bare", "not a causal LM"),
         ("classifier", "not a causal LM"),
-        ("rm2", "num_labels=1"),
+        ("rm2", "--reward-label"),
         ("empty", "empty"),
         ("long", "context"),
         ("missing", "no such folder"),
