@@ -68,7 +68,7 @@ class ToyRLHF:
         cfg = WorldConfig.tiny() if fast else WorldConfig()
         self.world = build_world(cache_dir(fast), cfg)
         self.tokenizer = load_tokenizer(str(self.world.sft_dir))
-        self.reward_model = load_reward_model(str(self.world.reward_model_dir))
+        self.reward_model, self.reward_label = load_reward_model(str(self.world.reward_model_dir))
         self.reward_tokenizer = load_tokenizer(str(self.world.reward_model_dir))
         prompts = datasets.load_from_disk(str(self.world.prompts))
         self.train_prompts = list(prompts["train"]["prompt"])
@@ -92,6 +92,7 @@ class ToyRLHF:
             self.train_prompts,
             reward_model=self.reward_model,
             reward_tokenizer=self.reward_tokenizer,
+            reward_label=self.reward_label,
             gold_fn=self.gold,
         )
 
