@@ -223,7 +223,8 @@ class Rollout:
     ref_logprobs: Tensor
     entropy: Tensor
     values: Tensor
-    scores: Tensor  # [B] raw scores of the reward model / callable
+    scores: Tensor  # [B] sum_i w_i * reward_i
+    rewards: dict[str, Tensor]  # [B] each reward, unweighted, by name
     prompts: list[str]
     responses: list[str]
     seconds_generate: float
@@ -231,7 +232,11 @@ class Rollout:
 
 
 class LMPPOTrainer:
-    """PPO on `policy` (any causal LM) against a reward model or a `reward_fn(prompts, responses)`.
+    """PPO and its kin on `policy` (any causal LM) against a weighted sum of rewards.
+
+    The rewards, as trl's `reward_funcs` / `reward_weights`: a reward model (optional, first) and
+    python callables `f(prompts, responses) -> scores` (format, correctness, length checks...);
+    score = sum_i w_i * reward_i (weights default 1), each reward logged as `rewards/<name>`.
 
     If the reward model's tokenizer differs from the policy's, or it is an encoder (BERT-style),
     the decoded prompt + response text is re-encoded with the reward model's tokenizer;
@@ -249,12 +254,25 @@ class LMPPOTrainer:
         reward_model: PreTrainedModel | None = None,
         reward_tokenizer: PreTrainedTokenizerBase | None = None,
         reward_label: int = 0,
-        reward_fn: RewardFn | None = None,
+        reward_funcs: RewardFn | Sequence[RewardFn] = (),
+        reward_weights: Sequence[float] | None = None,
         gold_fn: RewardFn | None = None,
         out_dir: str | Path | None = None,
     ) -> None:
-        if (reward_model is None) == (reward_fn is None):
-            raise ValueError("pass exactly one of reward_model or reward_fn")
+        self.reward_funcs = [reward_funcs] if callable(reward_funcs) else list(reward_funcs)
+        names = ["reward_model"] if reward_model is not None else []
+        names += [
+            getattr(f, "__name__", f"reward_func_{i}") for i, f in enumerate(self.reward_funcs)
+        ]
+        if not names:
+            raise ValueError("no reward: pass a reward_model and/or reward_funcs")
+        weights = [1.0] * len(names) if reward_weights is None else list(reward_weights)
+        if len(weights) != len(names):
+            raise ValueError(
+                f"{len(weights)} reward_weights for {len(names)} rewards ({', '.join(names)}): "
+                "give one weight per reward, the reward model's first"
+            )
+        self.reward_weights = dict(zip(names, map(float, weights), strict=True))
         self.cfg = cfg
         self.accelerator = acc = Accelerator(
             cpu=cpu_only(), mixed_precision=cfg.resolved_mixed_precision()
@@ -265,7 +283,7 @@ class LMPPOTrainer:
         context = model_context(policy)
         self.prompt_ids = tokenize_prompts(tokenizer, self.prompts, cfg.max_new_tokens, context)
 
-        self.reward_fn, self.gold_fn = reward_fn, gold_fn
+        self.gold_fn = gold_fn
         self.reward_model, self.reward_tokenizer = reward_model, reward_tokenizer or tokenizer
         self.retokenize = False
         if reward_model is not None:
@@ -358,7 +376,7 @@ class LMPPOTrainer:
                 with adapters_off(self.ref):
                     ref_lp = reference_logprobs(self.ref, qr, am, n_resp, cfg.temperature)
                 ref_logprobs.append(ref_lp)
-            scores = self.score(query, query_mask, responses, mask, has_eos, prompts, texts)
+            rewards = self.score(query, query_mask, responses, mask, has_eos, prompts, texts)
         return Rollout(
             query_responses=query_responses,
             attention_mask=attention_mask,
@@ -368,7 +386,8 @@ class LMPPOTrainer:
             ref_logprobs=torch.cat(ref_logprobs),
             entropy=torch.cat(entropy),
             values=torch.cat(values),
-            scores=scores,
+            scores=sum(self.reward_weights[k] * r for k, r in rewards.items()),
+            rewards=rewards,
             prompts=prompts,
             responses=texts,
             seconds_generate=seconds_generate,
@@ -385,10 +404,30 @@ class LMPPOTrainer:
         prompts: list[str],
         texts: list[str],
     ) -> Tensor:
-        """[B] scores: the reward model at the last real token, or the reward callable."""
+        """Each reward by name, [B]: the reward model's logit, then each reward callable's."""
         device = query.device
-        if self.reward_fn is not None:
-            return check_scores(self.reward_fn(prompts, texts), len(prompts)).to(device)
+        out = {}
+        if self.reward_model is not None:
+            out["reward_model"] = self.reward_model_scores(
+                query, query_mask, responses, mask, has_eos, prompts, texts
+            )
+        for name, f in zip(list(self.reward_weights)[len(out) :], self.reward_funcs, strict=True):
+            out[name] = check_scores(f(prompts, texts), len(prompts), name).to(device)
+        return out
+
+    def reward_model_scores(
+        self,
+        query: Tensor,
+        query_mask: Tensor,
+        responses: Tensor,
+        mask: Tensor,
+        has_eos: Tensor,
+        prompts: list[str],
+        texts: list[str],
+    ) -> Tensor:
+        """[B] the reward model's logit `reward_label`, on the rollout's own tokens or, when its
+        tokenizer differs, on the decoded text re-encoded."""
+        device = query.device
         if self.retokenize:
             ids, am = retokenize(
                 [p + r for p, r in zip(prompts, texts, strict=True)],
@@ -443,6 +482,7 @@ class LMPPOTrainer:
             "objective/non_score_reward": non_score.mean(),
             "objective/rlhf_reward": (scores + non_score).mean(),
             "objective/scores": scores.mean(),
+            **{f"rewards/{name}": r.mean() for name, r in ro.rewards.items()},
             "objective/eos_fraction": ro.has_eos.float().mean(),
             "objective/response_tokens": ro.mask.sum(1).mean(),
             "policy/approxkl_avg": stats["approx_kl"],
@@ -462,7 +502,7 @@ class LMPPOTrainer:
         }
         local.update({name: stats[key] for key, name in optional.items() if key in stats})
         if self.gold_fn is not None:
-            gold = check_scores(self.gold_fn(ro.prompts, ro.responses), len(ro.prompts))
+            gold = check_scores(self.gold_fn(ro.prompts, ro.responses), len(ro.prompts), "gold_fn")
             local["objective/gold"] = gold.mean()
         metrics = self.reduce_mean(local)
         self.kl_ctl.update(metrics["objective/kl"], cfg.batch_size * acc.num_processes)
@@ -600,7 +640,9 @@ class LMPPOTrainer:
             "eos_fraction": ro.has_eos.float().mean(),
         }
         if self.gold_fn is not None:
-            local["gold"] = check_scores(self.gold_fn(ro.prompts, ro.responses), len(shard)).mean()
+            local["gold"] = check_scores(
+                self.gold_fn(ro.prompts, ro.responses), len(shard), "gold_fn"
+            ).mean()
         return self.reduce_mean(local), ro
 
     def save(self, out: str | Path) -> None:

@@ -200,13 +200,16 @@ def retokenize(
     return batch["input_ids"], batch["attention_mask"]
 
 
-def check_scores(scores: Sequence[float], n: int) -> Tensor:
+def check_scores(scores: Sequence[float], n: int, name: str = "reward_fn") -> Tensor:
     """The scores of a reward callable as a tensor: n finite floats, or a one-line ValueError."""
-    out = torch.as_tensor(list(scores), dtype=torch.float32)
+    try:
+        out = torch.as_tensor(list(scores), dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{name} must return one float per response, got {scores!r:.80}") from err
     if out.shape != (n,):
-        raise ValueError(f"reward_fn returned {tuple(out.shape)} scores for {n} responses")
+        raise ValueError(f"{name} returned {tuple(out.shape)} scores for {n} responses")
     if not torch.isfinite(out).all():
-        raise ValueError("reward_fn returned a non-finite score: it must give finite floats")
+        raise ValueError(f"{name} returned a non-finite score: it must give finite floats")
     return out
 
 

@@ -141,3 +141,48 @@ def test_grpo_in_two_processes(tiny: dict[str, Path], tmp_path: Path) -> None:
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert len(rows) == 2 and float(rows[-1]["episode"]) == 2 * 2 * 4  # 2 processes x 4 responses
     assert "loss/kl_avg" in rows[0]
+
+
+def test_weighted_reward_funcs_with_a_reward_model(tiny: dict[str, Path]) -> None:
+    """score = w_rm * RM + sum_i w_i * f_i, each reward logged as rewards/<name>."""
+    policy, tokenizer = load(tiny["policy"])
+    rm = GPT2ForSequenceClassification.from_pretrained(tiny["rm"])
+
+    def length(prompts: list[str], responses: list[str]) -> list[float]:
+        return [float(len(r)) for r in responses]
+
+    def has_space(prompts: list[str], responses: list[str]) -> list[float]:
+        return [float(" " in r) for r in responses]
+
+    cfg = LMPPOConfig.for_algo("grpo", **{**TINY, "num_generations": 2, "total_iterations": 1})
+    cfg.missing_eos_penalty = None
+    trainer = LMPPOTrainer(
+        cfg,
+        policy,
+        tokenizer,
+        PROMPTS,
+        reward_model=rm,
+        reward_funcs=[length, has_space],
+        reward_weights=[0.5, 0.1, -2.0],
+    )
+    indices = trainer.next_prompt_indices()
+    ro = trainer.rollout([PROMPTS[i] for i in indices], [trainer.prompt_ids[i] for i in indices])
+    assert list(ro.rewards) == ["reward_model", "length", "has_space"]
+    torch.testing.assert_close(
+        ro.scores,
+        0.5 * ro.rewards["reward_model"]
+        + 0.1 * torch.tensor(length([], ro.responses))
+        - 2.0 * torch.tensor(has_space([], ro.responses)),
+    )
+    metrics = trainer.step()
+    assert {"rewards/reward_model", "rewards/length", "rewards/has_space"} <= set(metrics)
+    with pytest.raises(ValueError, match="2 reward_weights for 3 rewards"):
+        LMPPOTrainer(
+            cfg, policy, tokenizer, PROMPTS, reward_model=rm, reward_funcs=[length, has_space],
+            reward_weights=[1.0, 1.0],
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="no reward"):
+        LMPPOTrainer(cfg, policy, tokenizer, PROMPTS)
+    bad = LMPPOTrainer(cfg, policy, tokenizer, PROMPTS, reward_funcs=lambda p, r: [None] * len(r))
+    with pytest.raises(ValueError, match="<lambda> must return one float per response"):
+        bad.step()

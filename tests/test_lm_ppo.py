@@ -332,7 +332,7 @@ def test_reward_fn_and_adaptive_beta(tiny: dict[str, Path]) -> None:
     cfg = LMPPOConfig(
         **{**TINY, "kl_target": 0.01, "kl_horizon": 10, "beta": 0.1, "missing_eos_penalty": 2.0}
     )
-    trainer = LMPPOTrainer(cfg, policy, tokenizer, PROMPTS, reward_fn=reward_fn)
+    trainer = LMPPOTrainer(cfg, policy, tokenizer, PROMPTS, reward_funcs=reward_fn)
     history = trainer.train()
     assert len(seen) == 8 and all(p in PROMPTS for p, _ in seen)
     # the score is the callable's, minus the penalty for each response that did not end in EOS
