@@ -15,9 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m classic.train --env CartPole-v1 --seed 0 --out runs/cartpole
+	$(PY) -m classic.train --env CartPole-v1 --seed 0 --out runs/cartpole --overwrite
 	$(PY) -m classic.evaluate runs/cartpole --episodes 100 --seed 123
-	$(PY) -m lm.train --out runs/rlhf
+	$(PY) -m lm.train --out runs/rlhf --overwrite
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check .

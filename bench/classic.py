@@ -5,9 +5,12 @@
 
 Both sides run in this process with torch.set_num_threads(1), seed after seed (ours, then SB3),
 and are measured alike: every --eval-every env steps the deterministic policy plays 20 episodes
-(classic.evaluate.evaluate_policy, for both); once their mean reaches the threshold it is
-confirmed on the 100 final-evaluation episodes, and training stops. "Steps/wall to threshold" is
-the first confirmed evaluation; evaluation time is excluded from every wall-clock. The same-work
+(classic.evaluate.evaluate_policy, for both); once their mean reaches the threshold it must be
+confirmed on the 100 final-evaluation episodes with classic's margin (`classic.train.confirms`:
+mean - 2 std / sqrt(100) >= threshold), and training stops. Then both sides are graded on 100
+held-out episodes (HELD_OUT_SEED + seed) that neither stop rule saw: a run is solved when that
+held-out mean reaches the threshold, and "steps/wall to threshold" (the confirmed stop) count
+only for solved runs. Evaluation time is excluded from every wall-clock. The same-work
 row runs our trainer with SB3's exact CartPole hyperparameters for the same number of steps,
 beside the gradient steps alone (an upper bound for an eager-PyTorch trainer of this network).
 SB3 is a bench-only dependency (pip install stable-baselines3).
@@ -28,10 +31,18 @@ import torch
 from classic.checkpoint import build_policy
 from classic.config import TrainConfig
 from classic.envs import make_vec_env, policy_dims
-from classic.evaluate import evaluate_policy
-from classic.train import FINAL_EVAL_SEED, PERIODIC_EVAL_SEED, train
+from classic.evaluate import Policy, evaluate_policy, torch_policy
+from classic.train import FINAL_EVAL_SEED, PERIODIC_EVAL_SEED, Trainer, confirms
 
 THRESHOLDS = {"CartPole-v1": 475.0, "LunarLander-v3": 200.0}
+HELD_OUT_SEED = 30_000  # + seed: episodes that neither stop rule (periodic, final) ever played
+HELD_OUT_EPISODES = 100
+
+
+def held_out_eval(policy: Policy, env_id: str, seed: int) -> float:
+    """The mean deterministic return over the held-out episodes of `seed`."""
+    returns = evaluate_policy(policy, env_id, HELD_OUT_EPISODES, seed=HELD_OUT_SEED + seed)
+    return float(returns.mean())
 
 
 def lin(initial: float) -> Callable[[float], float]:
@@ -119,14 +130,18 @@ def gradient_step_floor_sps(cfg: TrainConfig, repeats: int = 2) -> float:
     return iterations * cfg.batch_size / best
 
 
-def run_ours(cfg: TrainConfig) -> dict[str, Any]:
-    r = train(cfg)
+def run_ours(cfg: TrainConfig, held_out: bool = True) -> dict[str, Any]:
+    """Our trainer on `cfg`, then (`held_out`) its final policy on the held-out episodes."""
+    trainer = Trainer(cfg)
+    r = trainer.run()
+    policy = torch_policy(trainer.model, trainer.normalizer, True, cfg.device)
     return {
         "side": "ours",
         "seed": cfg.seed,
         "steps_to_threshold": r.threshold_steps,
         "wall_to_threshold": r.threshold_wall_s,
         "final_eval": r.eval_mean,
+        "held_out_eval": held_out_eval(policy, cfg.env_id, cfg.seed) if held_out else None,
         "total_steps": r.total_steps,
         "wall_s": r.wall_s,
         "sps": r.sps,
@@ -141,8 +156,11 @@ def run_sb3(
     eval_every: int,
     screen_episodes: int = 20,
     final_episodes: int = 100,
+    held_out: bool = True,
 ) -> dict[str, Any]:
-    """SB3 PPO with the rl-zoo hyperparameters and our evaluation protocol (eval_every 0: none)."""
+    """SB3 PPO with the rl-zoo hyperparameters and our evaluation protocol (eval_every 0: none),
+    the same stop rule as ours (`confirms`, with our default margin), graded on the held-out
+    episodes."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
@@ -170,7 +188,7 @@ def run_sb3(
             )
             if screen.mean() >= target:
                 final = evaluate_policy(policy, env_id, final_episodes, seed=FINAL_EVAL_SEED + seed)
-                if final.mean() >= target:
+                if confirms(final, target, TrainConfig.confirm_z):
                     self.hit = (self.num_timesteps, tic - self.start - self.eval_s)
                     self.final = final
             self.eval_s += time.perf_counter() - tic
@@ -196,6 +214,7 @@ def run_sb3(
         "steps_to_threshold": None if callback.hit is None else callback.hit[0],
         "wall_to_threshold": None if callback.hit is None else round(callback.hit[1], 3),
         "final_eval": None if final is None else float(final.mean()),
+        "held_out_eval": held_out_eval(policy, env_id, seed) if held_out else None,
         "total_steps": model.num_timesteps,
         "wall_s": round(wall, 3),
         "sps": round(model.num_timesteps / wall, 1),
@@ -212,22 +231,29 @@ def _fmt(x: float | None, digits: int = 1) -> str:
 
 
 def table(runs: list[dict[str, Any]], env_id: str) -> str:
-    """Per-run rows, then per-side medians and the ours/SB3 ratios (markdown)."""
+    """Per-run rows, then per-side medians and the ours/SB3 ratios (markdown).
+
+    Solved: the held-out mean reaches the threshold. The medians of steps and wall to threshold
+    are over the solved runs only (a confirmed stop that fails on held-out episodes is a miss).
+    """
     target = THRESHOLDS[env_id]
     lines = [
-        f"{env_id}, threshold {target:g} (confirmed on 100 deterministic episodes)",
+        f"{env_id}, threshold {target:g}: confirmed with a margin on 100 deterministic episodes, "
+        f"graded on {HELD_OUT_EPISODES} held-out episodes",
         "",
-        "| side | seed | steps to threshold | wall to threshold (s) | final eval (100 ep) | SPS |",
-        "|---|---|---|---|---|---|",
+        "| side | seed | steps to threshold | wall to threshold (s) | confirmation eval (100 ep) "
+        "| held-out eval (100 ep) | SPS |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lines.append(
             f"| {r['side']} | {r['seed']} | {_fmt(r['steps_to_threshold'], 0)} | "
-            f"{_fmt(r['wall_to_threshold'], 2)} | {_fmt(r['final_eval'])} | {_fmt(r['sps'], 0)} |"
+            f"{_fmt(r['wall_to_threshold'], 2)} | {_fmt(r['final_eval'])} | "
+            f"{_fmt(r['held_out_eval'])} | {_fmt(r['sps'], 0)} |"
         )
     lines += [
         "",
-        "| side | solved | median steps | median wall (s) | median SPS |",
+        "| side | solved (held-out) | median steps | median wall (s) | median SPS |",
         "|---|---|---|---|---|",
     ]
     med = {}
@@ -235,10 +261,11 @@ def table(runs: list[dict[str, Any]], env_id: str) -> str:
         rs = [r for r in runs if r["side"] == side]
         if not rs:
             continue
-        solved = sum(r["final_eval"] is not None and r["final_eval"] >= target for r in rs)
-        med[side] = {k: _median(rs, k) for k in ("steps_to_threshold", "wall_to_threshold", "sps")}
+        solved = [r for r in rs if r["held_out_eval"] is not None and r["held_out_eval"] >= target]
+        med[side] = {k: _median(solved, k) for k in ("steps_to_threshold", "wall_to_threshold")}
+        med[side]["sps"] = _median(rs, "sps")
         lines.append(
-            f"| {side} | {solved}/{len(rs)} | {_fmt(med[side]['steps_to_threshold'], 0)} | "
+            f"| {side} | {len(solved)}/{len(rs)} | {_fmt(med[side]['steps_to_threshold'], 0)} | "
             f"{_fmt(med[side]['wall_to_threshold'], 2)} | {_fmt(med[side]['sps'], 0)} |"
         )
     if len(med) == 2:
@@ -295,13 +322,13 @@ def main() -> None:
         cfg = zoo_as_ours(
             args.env, total_timesteps=n, eval_episodes=0, progress=False, tensorboard=False
         )
-        ours = run_ours(cfg)
+        ours = run_ours(cfg, held_out=False)
         floor = gradient_step_floor_sps(cfg)
         print(f"\nsame work (rl-zoo CartPole hyperparameters, {n:,} steps, seed 0):")
         print(f"  ours {ours['sps']:,.0f} SPS")
         print(f"  gradient steps alone (no env, no PPO bookkeeping) {floor:,.0f} SPS")
         if not args.skip_sb3:
-            sb3 = run_sb3(args.env, 0, budget=n, eval_every=0, final_episodes=0)
+            sb3 = run_sb3(args.env, 0, budget=n, eval_every=0, final_episodes=0, held_out=False)
             print(f"  SB3 {sb3['sps']:,.0f} SPS")
             print(
                 f"  ours/SB3 {ours['sps'] / sb3['sps']:.2f}x, "

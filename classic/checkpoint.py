@@ -1,13 +1,22 @@
-"""Checkpoints of a `classic.train` run: one `checkpoint.pt` per run directory, written atomically.
+"""Checkpoints of a `classic.train` run: one `checkpoint.pt` per run folder, written atomically.
 
-A checkpoint holds the model, optimizer, normaliser statistics, config, RNG states, step count and,
-when the envs pickle, the vector env itself (so that `--resume` continues exactly). It is a
-pickle: load only checkpoints you trust.
+Safe to load whatever its origin: a checkpoint holds only tensors and plain types (dict, list,
+tuple, int, float, str, bool, None) and is read with `torch.load(weights_only=True)`, which
+refuses anything else, so loading never runs code from the file. It holds (format 2) the config
+as a dict, the policy's dims, the model and optimizer state dicts, the normaliser statistics, the
+step counters, the RNG states (torch's, the minibatch generator's, each sub-env's), the current
+observations, the episode statistics and, for the env families of `classic.envstate`, each
+sub-env's state (else None: a resume then starts fresh episodes). A damaged, foreign or crafted
+file is a ClassicError, never a traceback.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +27,25 @@ from classic.networks import ActorCritic
 from classic.normalize import Normalizer
 
 CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT = 2
+# field -> type(s); checked on load, before anything is used
+FIELDS: dict[str, type | tuple[type, ...]] = {
+    "format": int,
+    "config": dict,
+    "dims": dict,
+    "model": dict,
+    "optimizer": dict,
+    "normalizer": dict,
+    "global_step": int,
+    "iteration": int,
+    "wall_s": float,
+    "threshold": (list, type(None)),
+    "torch_rng": torch.Tensor,
+    "generator": torch.Tensor,
+    "obs": torch.Tensor,
+    "episodes": dict,
+    "envs": (list, type(None)),
+}
 
 
 def checkpoint_path(run: str | os.PathLike[str]) -> Path:
@@ -35,18 +63,68 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
     os.replace(tmp, path)
 
 
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, shortened to `limit` characters."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextmanager
+def checkpoint_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn any error from using a loaded checkpoint's contents into a one-line ClassicError."""
+    try:
+        yield
+    except ClassicError:
+        raise
+    except KeyError as err:
+        raise ClassicError(f"checkpoint {path} lacks the field {err}: it is damaged") from err
+    except (TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
+        raise ClassicError(
+            f"checkpoint {path} does not fit this run ({one_line(err)}): it is damaged, or not "
+            "from classic.train"
+        ) from err
+
+
 def load_checkpoint(run: str | os.PathLike[str], env_id: str | None = None) -> dict[str, Any]:
-    """Load the checkpoint of `run`; ClassicError if it is missing or was trained on another env."""
+    """Load the checkpoint of `run` (tensors and plain types only), its fields type-checked.
+
+    ClassicError if it is missing, unreadable, not a format-2 classic checkpoint, or was trained
+    on another env than `env_id`.
+    """
     path = checkpoint_path(run)
+    if path.is_dir():
+        raise ClassicError(f"{path} is a folder, not a checkpoint: move it, or pass another run")
     if not path.is_file():
         raise ClassicError(
             f"no checkpoint at {path}: train first (python -m classic.train --out DIR)"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        trained_on = state["config"]["env_id"]
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found is None:
+            raise ClassicError(
+                f"cannot read checkpoint {path}: not a torch.save file of tensors and plain data"
+            ) from err
+        raise ClassicError(
+            f"refused to load {path}: it refers to {found[1]}, not only to tensors and plain "
+            "data (a checkpoint of an older classic, or not one at all), and such files are "
+            "never unpickled: retrain, or pass another run"
+        ) from err
     except Exception as err:  # any unreadable file is the user's to fix, not a traceback
-        raise ClassicError(f"cannot read checkpoint {path}: {err}") from err
+        raise ClassicError(f"cannot read checkpoint {path}: {one_line(err)}") from err
+    if not isinstance(state, dict):
+        raise ClassicError(f"{path} is not a classic.train checkpoint: pass a run folder")
+    for name, kind in FIELDS.items():
+        if name not in state:
+            raise ClassicError(f"checkpoint {path} lacks the field {name!r}: it is damaged")
+        if not isinstance(state[name], kind) or isinstance(state[name], bool):
+            raise ClassicError(f"checkpoint {path}: field {name!r} has the wrong type")
+    if state["format"] != FORMAT:
+        raise ClassicError(
+            f"checkpoint {path} has format {state['format']}, this classic reads {FORMAT}: retrain"
+        )
+    trained_on = state["config"].get("env_id")
     if env_id is not None and env_id != trained_on:
         raise ClassicError(
             f"checkpoint {path} was trained on {trained_on}, not {env_id}: "
@@ -72,10 +150,15 @@ def build_policy(cfg: TrainConfig, dims: dict[str, int]) -> tuple[ActorCritic, N
     return model, normalizer
 
 
-def restore_policy(state: dict[str, Any]) -> tuple[TrainConfig, ActorCritic, Normalizer]:
+def restore_policy(
+    state: dict[str, Any], path: str | os.PathLike[str] = CHECKPOINT_NAME
+) -> tuple[TrainConfig, ActorCritic, Normalizer]:
     """Config, model (eval mode) and frozen-to-be normaliser from a loaded checkpoint."""
-    cfg = TrainConfig.from_dict(state["config"])
-    model, normalizer = build_policy(cfg, state["dims"])
-    model.load_state_dict(state["model"])
-    normalizer.load_state_dict(state["normalizer"])
+    with checkpoint_errors(path):
+        cfg = TrainConfig.from_dict(state["config"])
+        if not all(type(v) is int for v in state["dims"].values()):
+            raise TypeError(f"dims {state['dims']} are not integers")
+        model, normalizer = build_policy(cfg, state["dims"])
+        model.load_state_dict(state["model"])
+        normalizer.load_state_dict(state["normalizer"])
     return cfg, model.eval(), normalizer

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from classic.checkpoint import load_checkpoint, restore_policy
+from classic.checkpoint import checkpoint_path, load_checkpoint, restore_policy
 from classic.config import ClassicError
 from classic.envs import env_actions, make_vec_env
 from classic.networks import ActorCritic
@@ -104,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.episodes < 1 or args.n_envs < 1:
             raise ClassicError("--episodes and --n-envs must be >= 1")
-        cfg, model, normalizer = restore_policy(load_checkpoint(args.run, env_id=args.env))
+        state = load_checkpoint(args.run, env_id=args.env)
+        cfg, model, normalizer = restore_policy(state, checkpoint_path(args.run))
         torch.manual_seed(args.seed)
         policy = torch_policy(model, normalizer, not args.stochastic, cfg.device)
         returns = evaluate_policy(

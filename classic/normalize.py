@@ -4,8 +4,8 @@
     R_t     = gamma * R_{t-1} * (1 - done_{t-1}) + r_t        (discounted return per env)
     reward' = clip(r_t / sqrt(var_R + eps), -clip_reward, clip_reward)
 
-The statistics are updated during training only; they are saved in the checkpoint and used frozen
-at evaluation.
+The statistics are updated during training only; they are saved in the checkpoint (as float64
+tensors) and used frozen at evaluation.
 """
 
 from __future__ import annotations
@@ -13,6 +13,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
+
+
+def tensor_to_array(value: Any, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A loaded tensor as a numpy array of `dtype`; ValueError unless it has exactly `shape`."""
+    if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(shape):
+        found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(f"expected a tensor of shape {tuple(shape)}, found {found}")
+    return value.detach().cpu().numpy().astype(dtype, copy=True)
 
 
 class RunningMeanStd:
@@ -33,10 +42,19 @@ class RunningMeanStd:
         self.count = total
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean.copy(), "var": self.var.copy(), "count": self.count}
+        return {
+            "mean": torch.from_numpy(np.array(self.mean, np.float64)),
+            "var": torch.from_numpy(np.array(self.var, np.float64)),
+            "count": float(self.count),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.mean, self.var, self.count = state["mean"].copy(), state["var"].copy(), state["count"]
+        count = state["count"]
+        if type(count) is not float or not count > 0:
+            raise ValueError(f"a running count must be a float > 0, found {count!r}")
+        self.mean = tensor_to_array(state["mean"], np.shape(self.mean), np.float64)
+        self.var = tensor_to_array(state["var"], np.shape(self.var), np.float64)
+        self.count = count
 
 
 class Normalizer:
@@ -83,10 +101,10 @@ class Normalizer:
         return {
             "obs_rms": self.obs_rms.state_dict(),
             "ret_rms": self.ret_rms.state_dict(),
-            "returns": self.returns.copy(),
+            "returns": torch.from_numpy(self.returns.copy()),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.obs_rms.load_state_dict(state["obs_rms"])
         self.ret_rms.load_state_dict(state["ret_rms"])
-        self.returns = state["returns"].copy()
+        self.returns = tensor_to_array(state["returns"], self.returns.shape, np.float64)

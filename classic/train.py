@@ -19,7 +19,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import pickle
+import os
+import shutil
 import sys
 import time
 from collections import deque
@@ -32,16 +33,27 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from classic.checkpoint import CHECKPOINT_NAME, build_policy, load_checkpoint, save_checkpoint
+from classic.checkpoint import (
+    CHECKPOINT_NAME,
+    FORMAT,
+    build_policy,
+    checkpoint_errors,
+    load_checkpoint,
+    save_checkpoint,
+)
 from classic.config import PRESETS, ClassicError, TrainConfig
 from classic.envs import env_actions, make_vec_env, policy_dims
+from classic.envstate import load_env_state, save_env_state
 from classic.evaluate import evaluate_policy, torch_policy
+from classic.normalize import tensor_to_array
 from classic.plots import plot_learning_curve
 from ppo_bridge import Evaluation, gae, ppo_update
 from ppo_bridge.cli import add_config_arguments, config_overrides
+from ppo_bridge.rundir import check_run_dir
 
 PERIODIC_EVAL_SEED = 10_000  # + cfg.seed: the periodic evaluations replay the same episodes
 FINAL_EVAL_SEED = 20_000  # + cfg.seed: the final evaluation uses other episodes
+RUN_MARKERS = (CHECKPOINT_NAME, "progress.csv", "result.json")  # a folder holding one holds a run
 # A checkpoint can only be resumed by a config that agrees on these.
 RESUME_FIXED = ("env_id", "n_envs", "hidden_dim", "n_hidden", "norm_obs", "norm_reward")
 METRIC_COLUMNS = {"clipfrac": "clip_fraction", "lr": "learning_rate"}  # core name -> SB3 name
@@ -94,32 +106,48 @@ class TrainResult:
 
 
 class RunLogger:
-    """progress.csv and TensorBoard scalars, one row per iteration; a resume drops later rows."""
+    """progress.csv and TensorBoard scalars, one row per iteration.
+
+    Nothing is written before the first row, so a run (or a resume) that fails before its first
+    iteration leaves the folder as it was. Then a resumed run keeps the rows up to the
+    checkpoint's step (later ones were never checkpointed: they are done again), rewritten to a
+    temporary file and renamed over progress.csv in one step, and appends from there;
+    TensorBoard purges the later steps likewise.
+    """
 
     def __init__(self, out: Path | None, tensorboard: bool, resume_step: int | None) -> None:
         self.csv_path = out / "progress.csv" if out else None
+        self.tensorboard, self.resume_step = tensorboard, resume_step
         self.writer = None
         self._file = None
-        if out is None:
-            return
+
+    def _open(self) -> None:
+        path, resume_step = self.csv_path, self.resume_step
         kept: list[dict[str, str]] = []
-        if resume_step is not None and self.csv_path.exists():
-            with open(self.csv_path, newline="") as f:
-                kept = [
-                    r for r in csv.DictReader(f) if int(r["time/total_timesteps"]) <= resume_step
-                ]
-        self._file = open(self.csv_path, "w", newline="")  # noqa: SIM115 (closed in close())
+        if resume_step is not None and path.exists():
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    step = row.get("time/total_timesteps") or ""
+                    if step.isdigit() and int(step) <= resume_step:
+                        kept.append(row)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, CSV_COLUMNS, restval="", extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, path)
+        self._file = open(path, "a", newline="")  # noqa: SIM115 (closed in close())
         self._csv = csv.DictWriter(self._file, CSV_COLUMNS, restval="")
-        self._csv.writeheader()
-        self._csv.writerows(kept)
-        if tensorboard:
+        if self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(out / "tb"), purge_step=resume_step)
+            self.writer = SummaryWriter(str(path.parent / "tb"), purge_step=resume_step)
 
     def log(self, row: dict[str, float]) -> None:
-        if self._file is None:
+        if self.csv_path is None:
             return
+        if self._file is None:
+            self._open()
         self._csv.writerow(row)
         self._file.flush()
         if self.writer is not None:
@@ -159,7 +187,11 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.obs = self.normalizer.obs(self.envs.reset(seed=cfg.seed)[0], update=True)
         if resume:
-            self._restore(load_checkpoint(self._ckpt_path(), env_id=cfg.env_id))
+            try:
+                self._restore(load_checkpoint(self._ckpt_path(), env_id=cfg.env_id))
+            except ClassicError:
+                self.envs.close()
+                raise
 
     # --- checkpoints -------------------------------------------------------------------------
 
@@ -169,11 +201,9 @@ class Trainer:
         return self.out / CHECKPOINT_NAME
 
     def state_dict(self) -> dict[str, Any]:
-        try:
-            envs = pickle.dumps(self.envs)
-        except Exception:  # e.g. Box2D worlds: resume then starts fresh episodes
-            envs = None
+        """Everything a resume needs, as tensors and plain types (see classic.checkpoint)."""
         return {
+            "format": FORMAT,
             "config": self.cfg.to_dict(),
             "dims": self.dims,
             "model": self.model.state_dict(),
@@ -181,41 +211,65 @@ class Trainer:
             "normalizer": self.normalizer.state_dict(),
             "global_step": self.global_step,
             "iteration": self.iteration,
-            "wall_s": self.wall_s,
-            "threshold": self.threshold,
+            "wall_s": float(self.wall_s),
+            "threshold": None if self.threshold is None else list(self.threshold),
             "torch_rng": torch.get_rng_state(),
             "generator": self.generator.get_state(),
-            "envs": envs,
-            "obs": self.obs,
-            "episodes": (self.ep_return, self.ep_length, self.recent_returns, self.recent_lengths),
+            "obs": torch.from_numpy(self.obs.copy()),
+            "episodes": {
+                "return": torch.from_numpy(self.ep_return.copy()),
+                "length": torch.from_numpy(self.ep_length.copy()),
+                "recent_returns": list(self.recent_returns),
+                "recent_lengths": list(self.recent_lengths),
+            },
+            "envs": save_env_state(self.envs),
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
+        """Load a checkpoint's state; its envs too where saved, else start fresh episodes."""
+        path, cfg, n = self._ckpt_path(), self.cfg, self.cfg.n_envs
         saved = state["config"]
         for key in RESUME_FIXED:
-            if saved[key] != getattr(self.cfg, key):
+            if saved.get(key) != getattr(cfg, key):
                 raise ClassicError(
-                    f"the checkpoint in {self.out} was trained with {key}={saved[key]!r}, not "
-                    f"{getattr(self.cfg, key)!r}: resume with the same value or use a new --out"
+                    f"the checkpoint in {self.out} was trained with {key}={saved.get(key)!r}, not "
+                    f"{getattr(cfg, key)!r}: resume with the same value or use a new --out"
                 )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.normalizer.load_state_dict(state["normalizer"])
-        self.global_step, self.iteration = state["global_step"], state["iteration"]
-        self.wall_s, self.threshold = state["wall_s"], state["threshold"]
-        torch.set_rng_state(state["torch_rng"])
-        self.generator.set_state(state["generator"])
-        self.ep_return, self.ep_length, self.recent_returns, self.recent_lengths = state["episodes"]
-        try:
-            envs = pickle.loads(state["envs"])
-        except Exception:  # not restorable: fresh episodes, seeded by the step count
-            print("warning: env state not restorable, resuming with new episodes", file=sys.stderr)
-            obs = self.envs.reset(seed=self.cfg.seed + self.global_step)[0]
-            self.obs = self.normalizer.obs(obs)
-            self.ep_return[:], self.ep_length[:] = 0.0, 0
-        else:
-            self.envs.close()
-            self.envs, self.obs = envs, state["obs"]
+        with checkpoint_errors(path):
+            if state["dims"] != self.dims:
+                raise ValueError(f"dims {state['dims']}, this env has {self.dims}")
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            for p in self.model.parameters():
+                for value in self.optimizer.state[p].values():
+                    if value.dim() and value.shape != p.shape:
+                        raise ValueError("optimizer state of another shape than its parameter")
+            self.normalizer.load_state_dict(state["normalizer"])
+            self.global_step, self.iteration = state["global_step"], state["iteration"]
+            self.wall_s, threshold = state["wall_s"], state["threshold"]
+            self.threshold = None if threshold is None else (int(threshold[0]), threshold[1])
+            torch.set_rng_state(state["torch_rng"])
+            self.generator.set_state(state["generator"])
+            episodes = state["episodes"]
+            self.ep_return = tensor_to_array(episodes["return"], (n,), np.float64)
+            self.ep_length = tensor_to_array(episodes["length"], (n,), np.int64)
+            self.recent_returns = deque(map(float, episodes["recent_returns"]), maxlen=100)
+            self.recent_lengths = deque(map(int, episodes["recent_lengths"]), maxlen=100)
+            if state["envs"] is not None:
+                load_env_state(self.envs, state["envs"])
+                self.obs = tensor_to_array(state["obs"], self.obs.shape, np.float32)
+                return
+        # not saved (e.g. Box2D): fresh episodes, seeded by the seed and the step count
+        print(
+            f"note: {cfg.env_id}'s env state is not saved in checkpoints (see classic.envstate): "
+            f"resuming at step {self.global_step} with fresh episodes, from the restored policy, "
+            "normaliser and RNG",
+            file=sys.stderr,
+        )
+        seed = int(np.random.SeedSequence([cfg.seed, self.global_step]).generate_state(1)[0])
+        self.normalizer.returns[:] = 0.0  # the discounted returns of the episodes cut short
+        self.obs = self.normalizer.obs(self.envs.reset(seed=seed)[0])
+        self.ep_return[:], self.ep_length[:] = 0.0, 0
 
     def save(self) -> None:
         if self.out is not None:
@@ -302,7 +356,8 @@ class Trainer:
         """Train until total_timesteps, or until target_return is reached.
 
         A periodic evaluation (eval_every_episodes) that reaches target_return is confirmed on
-        the final evaluation's eval_episodes; only then does training stop, with that result.
+        the final evaluation's eval_episodes with a margin (`confirms`); only then does training
+        stop, with that result.
         """
         cfg = self.cfg
         logger = RunLogger(self.out, cfg.tensorboard, self.global_step if self.iteration else None)
@@ -326,7 +381,7 @@ class Trainer:
                     row["eval/mean_reward"], row["eval/std_reward"] = returns.mean(), returns.std()
                     if cfg.target_return is not None and returns.mean() >= cfg.target_return:
                         confirmed = self.final_evaluation()  # screened on a few, confirmed on all
-                        if confirmed is None or confirmed.mean() >= cfg.target_return:
+                        if confirms(confirmed, cfg.target_return, cfg.confirm_z):
                             self.threshold = (self.global_step, self.wall_s)
                         else:
                             confirmed = None
@@ -390,21 +445,61 @@ class Trainer:
         return row
 
 
+def confirms(returns: np.ndarray, target: float, z: float) -> bool:
+    """The confirmation of the stop rule: the lower confidence bound of the mean return reaches
+    the target, mean - z * std / sqrt(n) >= target (std with n - 1; see TrainConfig)."""
+    n = len(returns)
+    return n >= 2 and returns.mean() - z * returns.std(ddof=1) / np.sqrt(n) >= target
+
+
 def _crossed(prev: int, now: int, every: int) -> bool:
     """Whether a multiple of `every` (> 0) lies in (prev, now]."""
     return every > 0 and now // every > prev // every
 
 
-def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False) -> TrainResult:
+def check_out(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
+    """The run folder guard (ppo_bridge.rundir), plus: the checkpoint's path is not a folder.
+
+    Creates nothing; a folder that holds a run is entered only with `resume` or `overwrite`.
+    """
+    ckpt = Path(out) / CHECKPOINT_NAME
+    if ckpt.is_dir():
+        raise ClassicError(
+            f"{ckpt} is a folder: the run's checkpoint is written there; move it, or pass "
+            "another --out"
+        )
+    return check_run_dir(out, resume=resume, overwrite=overwrite, markers=RUN_MARKERS)
+
+
+def _start_over(out: Path) -> None:
+    """Remove the files of the run in `out` (--overwrite); other files in it stay."""
+    for name in (*RUN_MARKERS, "learning_curve.png", "progress.csv.tmp", "checkpoint.pt.tmp"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "tb", ignore_errors=True)
+
+
+def train(
+    cfg: TrainConfig, out: str | Path | None = None, resume: bool = False, overwrite: bool = False
+) -> TrainResult:
     """Train PPO as `cfg` says; with `out`, write logs, checkpoints and the plot there.
 
     `resume=True` continues from `out/checkpoint.pt` (model, optimizer, normaliser, RNGs, step
-    count and, when they pickle, the envs: then the run continues exactly as if uninterrupted).
+    count and, for the env families of classic.envstate, the envs: then the run continues
+    exactly as if uninterrupted; other envs start fresh episodes). A folder that already holds
+    a run needs `resume` or `overwrite` (start over: its run files go, once the env is made).
+    Nothing is created before the config, the folder and the env have been checked.
     """
-    out_path = None if out is None else Path(out)
+    out_path = None if out is None else check_out(out, resume=resume, overwrite=overwrite)
+    trainer = Trainer(cfg, out_path, resume)
     if out_path is not None:
-        out_path.mkdir(parents=True, exist_ok=True)
-    return Trainer(cfg, out_path, resume).run()
+        try:
+            if overwrite:
+                _start_over(out_path)
+            out_path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            trainer.envs.close()
+            raise ClassicError(f"cannot use --out {out_path}: {err}: pass another --out") from err
+    return trainer.run()
 
 
 # --- CLI -------------------------------------------------------------------------------------
@@ -419,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", help="run directory (logs, checkpoint, plot); none = no files")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start over in an --out that holds a run"
+    )
     add_config_arguments(
         parser, TrainConfig, aliases={"env_id": "--env"}, default_note=" (before the preset)"
     )
@@ -439,10 +537,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    out = getattr(args, "out", None)
+    resume, overwrite = getattr(args, "resume", False), getattr(args, "overwrite", False)
     try:
+        if out is None and overwrite:
+            raise ClassicError("--overwrite needs --out (the run folder to start over in)")
+        if out is not None:
+            check_out(out, resume=resume, overwrite=overwrite)
         cfg = config_from_args(args)
-        result = train(cfg, getattr(args, "out", None), getattr(args, "resume", False))
-    except (ClassicError, ValueError, FloatingPointError) as err:
+        result = train(cfg, out, resume, overwrite)
+    except (ClassicError, ValueError, FloatingPointError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result.summary()))

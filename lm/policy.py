@@ -6,12 +6,9 @@ Every loader turns a wrong model into a one-line `ValueError` that says what to 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import (
     AutoConfig,
@@ -24,7 +21,10 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-VALUE_HEAD_FILE = "value_head.pt"
+from lm.checkpoint import atomic_folder
+
+VALUE_HEAD_FILE = "value_head.safetensors"
+PPO_STATE_FILE = "ppo_state.json"
 
 
 class PolicyWithValueHead(nn.Module):
@@ -150,27 +150,31 @@ def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bo
 def save_policy(
     model: PolicyWithValueHead, tokenizer: PreTrainedTokenizerBase, out: str | Path, extra: dict
 ) -> None:
-    """Write the LM (`save_pretrained`, with its tokenizer), the value head and `extra` as JSON.
+    """`write_policy` into `out` atomically: `out` is the previous complete folder or the new
+    complete one at every instant (`lm.checkpoint.atomic_folder`)."""
+    with atomic_folder(out) as tmp:
+        write_policy(model, tokenizer, tmp, extra)
 
-    Atomic: everything goes to a temporary folder beside `out`, which then replaces `out`, so a
-    crash leaves either the previous checkpoint or the new one, never half of one.
-    """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    model.lm.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    torch.save(model.value_head.state_dict(), tmp / VALUE_HEAD_FILE)
-    (tmp / "ppo_state.json").write_text(json.dumps(extra, indent=2))
-    old = out.with_name(f".{out.name}.old")
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+
+def write_policy(
+    model: PolicyWithValueHead, tokenizer: PreTrainedTokenizerBase, folder: Path, extra: dict
+) -> None:
+    """Write the LM (`save_pretrained`, with its tokenizer), the value head (safetensors) and
+    `extra` as JSON into the existing `folder`."""
+    model.lm.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    save_file(model.value_head.state_dict(), folder / VALUE_HEAD_FILE)
+    (folder / PPO_STATE_FILE).write_text(json.dumps(extra, indent=2))
 
 
 def load_value_head(model: PolicyWithValueHead, folder: str | Path) -> None:
-    """Restore the value head written by `save_policy`."""
-    state = torch.load(Path(folder) / VALUE_HEAD_FILE, map_location="cpu", weights_only=True)
-    model.value_head.load_state_dict(state)
+    """Restore the value head written by `write_policy`."""
+    model.value_head.load_state_dict(load_file(Path(folder) / VALUE_HEAD_FILE))
+
+
+def load_policy_weights(model: PolicyWithValueHead, folder: str | Path) -> None:
+    """Copy the LM and value head that `write_policy` saved into `model`, in place (its optimizer
+    keeps pointing at the same parameters)."""
+    saved = AutoModelForCausalLM.from_pretrained(folder)
+    model.lm.load_state_dict(saved.state_dict())
+    load_value_head(model, folder)

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
+import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -25,12 +28,29 @@ from typing import Any, Literal, get_args
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
+from safetensors import SafetensorError
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
+from lm.checkpoint import (
+    atomic_folder,
+    clean_stale,
+    load_plain,
+    prune_checkpoints,
+    rng_state,
+    set_rng_state,
+)
 from lm.lora import adapters_off, is_lora
-from lm.policy import PolicyWithValueHead, same_tokenizer, save_policy
+from lm.policy import (
+    PPO_STATE_FILE,
+    PolicyWithValueHead,
+    load_policy_weights,
+    same_tokenizer,
+    save_policy,
+    write_policy,
+)
 from lm.rollout import (
     RewardFn,
     check_scores,
@@ -61,6 +81,8 @@ from ppo_bridge.config import AdvantageNorm
 from ppo_bridge.kl import KLEstimator
 
 Algo = Literal["ppo", "grpo", "rloo", "reinforce_pp"]
+OPTIMIZER_FILE = "optimizer.pt"
+EVENTS = re.compile(r"events\.out\.tfevents\.(\d+)\.")  # a TensorBoard event file's name
 
 
 @dataclass
@@ -80,6 +102,14 @@ class LMPPOConfig(PPOConfig):
     et al. 2019); kl_coef is the KL in the loss. The PPOConfig fields keep their meaning; the
     defaults are PPO's, tuned for the toy world's tiny GPT-2 (a real model wants a lower lr,
     ~1e-5, and more iterations); `for_algo` applies each algorithm's own (ALGO_PRESETS).
+
+    Responses are sampled from softmax(logits / T) itself: `top_k` / `top_p` must stay off (0 / 1),
+    since the ratio, the KL penalty and the entropy use the log-probs of that distribution, and a
+    truncated sampler would make every update silently off-policy (trl's PPOTrainer forces them off
+    too). Lower `temperature` for more conservative samples: it enters both sides.
+
+    `save_every` N writes `checkpoint-<iteration>/` every N iterations and at the end, keeping the
+    newest `save_total_limit` (None keeps all): see `LMPPOTrainer.save_checkpoint`.
     """
 
     algo: Algo = "ppo"
@@ -100,8 +130,8 @@ class LMPPOConfig(PPOConfig):
     total_iterations: int = 50
     max_new_tokens: int = 16
     temperature: float = 1.0
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0  # 1 = off
+    top_k: int = 0  # must stay 0 (off): see above
+    top_p: float = 1.0  # must stay 1 (off)
     # reward
     kl_estimator: KLEstimator = "k1"  # k1 | k2 | k3 (ppo_bridge.kl_estimate)
     beta: float = 0.2  # KL coefficient (initial value when adaptive)
@@ -113,7 +143,8 @@ class LMPPOConfig(PPOConfig):
     seed: int = 0
     # auto = bf16 on a GPU that has it, else no
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
-    save_every: int = 0  # iterations between checkpoints; 0 = at the end only
+    save_every: int = 0  # iterations between checkpoints; 0 = none (the final policy/ only)
+    save_total_limit: int | None = 2  # checkpoints kept, newest first; None = all
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -145,8 +176,11 @@ class LMPPOConfig(PPOConfig):
         )
         need(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         need(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
-        need(self.top_k >= 0, f"top_k must be >= 0 (0 = off), got {self.top_k}")
-        need(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+        need(
+            self.top_k == 0 and self.top_p == 1,
+            f"top_k {self.top_k} / top_p {self.top_p}: PPO samples from the full distribution "
+            "whose log-probs it trains on; leave top_k 0 and top_p 1 (lower temperature instead)",
+        )
         need(
             self.kl_estimator in ("k1", "k2", "k3"),
             f"kl_estimator must be 'k1', 'k2' or 'k3', got {self.kl_estimator!r}",
@@ -171,6 +205,10 @@ class LMPPOConfig(PPOConfig):
             f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}",
         )
         need(self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}")
+        need(
+            self.save_total_limit is None or self.save_total_limit >= 1,
+            f"save_total_limit must be >= 1 or None (keep all), got {self.save_total_limit}",
+        )
 
     @classmethod
     def for_algo(cls, algo: str = "ppo", **overrides: Any) -> LMPPOConfig:
@@ -323,6 +361,7 @@ class LMPPOTrainer:
         self.prompt_queue: list[int] = []
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.iteration = 0
+        self.run_info: dict = {}  # JSON kept in every checkpoint for the caller (lm.train: sources)
 
     # ---------------------------------------------------------------- rollout
 
@@ -588,10 +627,15 @@ class LMPPOTrainer:
     def train(self) -> list[dict[str, float]]:
         """Run the remaining iterations; log CSV + TensorBoard; return the metrics per iteration.
 
-        Each row also holds `time/elapsed`, the seconds since `train` began.
+        Each row also holds `time/elapsed`, the seconds since `train` began. With `out_dir`, the
+        main process first removes what a killed save left there (`clean_stale`), and the logs
+        continue after `iteration` (a resumed run's rows after its checkpoint are replaced).
         """
         cfg, acc = self.cfg, self.accelerator
-        logger = MetricsLogger(self.out_dir) if acc.is_main_process and self.out_dir else None
+        logger = None
+        if acc.is_main_process and self.out_dir:
+            clean_stale(self.out_dir)
+            logger = MetricsLogger(self.out_dir, start=self.iteration)
         history: list[dict[str, float]] = []
         start = time.perf_counter()
         bar = tqdm(
@@ -611,8 +655,9 @@ class LMPPOTrainer:
                 kl=f"{metrics['objective/kl']:.2f}",
                 **({"gold": f"{metrics['objective/gold']:.3f}"} if self.gold_fn else {}),
             )
-            if self.out_dir and cfg.save_every and self.iteration % cfg.save_every == 0:
-                self.save(self.out_dir / "policy")
+            done = self.iteration == cfg.total_iterations
+            if self.out_dir and cfg.save_every and (self.iteration % cfg.save_every == 0 or done):
+                self.save_checkpoint()
         bar.close()
         if logger:
             logger.close()
@@ -640,9 +685,8 @@ class LMPPOTrainer:
             "eos_fraction": ro.has_eos.float().mean(),
         }
         if self.gold_fn is not None:
-            local["gold"] = check_scores(
-                self.gold_fn(ro.prompts, ro.responses), len(shard), "gold_fn"
-            ).mean()
+            gold = check_scores(self.gold_fn(ro.prompts, ro.responses), len(shard), "gold_fn")
+            local["gold"] = gold.mean()
         return self.reduce_mean(local), ro
 
     def save(self, out: str | Path) -> None:
@@ -654,17 +698,126 @@ class LMPPOTrainer:
             save_policy(self.policy, self.tokenizer, out, state)
         self.accelerator.wait_for_everyone()
 
+    def save_checkpoint(self) -> Path:
+        """Write `out_dir/checkpoint-<iteration>/` atomically; keep the newest `save_total_limit`.
+
+        It holds everything a bit-identical continuation needs: the policy (`save_pretrained`,
+        tokenizer, value head), the optimizer (`optimizer.pt`: tensors and plain types), and in
+        `ppo_state.json` the iteration, beta, the prompt queue, the config and `run_info`; plus
+        one `rng_state_<rank>.pth` per process (torch, CUDA, python, numpy RNGs and the prompt /
+        minibatch generators). The reference model is not saved: it is the starting policy.
+        Called by every process together.
+        """
+        acc = self.accelerator
+        if self.out_dir is None:
+            raise ValueError("save_checkpoint needs the trainer's out_dir")
+        rngs = gather_object([self.rng_states()])
+        folder = self.out_dir / f"checkpoint-{self.iteration}"
+        if acc.is_main_process:
+            state = {
+                "iteration": self.iteration,
+                "beta": self.kl_ctl.value,
+                "prompt_queue": self.prompt_queue,
+                "num_processes": acc.num_processes,
+                "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
+                "config": asdict(self.cfg),
+                "run_info": self.run_info,
+            }
+            with atomic_folder(folder) as tmp:
+                write_policy(self.policy, self.tokenizer, tmp, state)
+                torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+                for rank, rng in enumerate(rngs):
+                    torch.save(rng, tmp / f"rng_state_{rank}.pth")
+            prune_checkpoints(self.out_dir, self.cfg.save_total_limit)
+        acc.wait_for_everyone()
+        return folder
+
+    def load_checkpoint(self, folder: str | Path) -> None:
+        """Continue from a `save_checkpoint` folder: policy, value head, optimizer, beta, prompt
+        order, iteration, `run_info` and this process's RNG states. The reference model is left
+        as built (the original starting policy). Reads only safetensors, JSON and tensors."""
+        acc, folder = self.accelerator, Path(folder)
+        state = read_checkpoint_state(folder)
+        if state["num_processes"] != acc.num_processes:
+            raise ValueError(
+                f"{folder} was written by {state['num_processes']} processes, this run has "
+                f"{acc.num_processes}: resume it with as many (torchrun --nproc_per_node)"
+            )
+        optimizer = load_plain(folder / OPTIMIZER_FILE)
+        rng = load_plain(folder / f"rng_state_{acc.process_index}.pth")
+        try:
+            load_policy_weights(self.policy, folder)
+            self.optimizer.load_state_dict(optimizer)
+        except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as err:
+            message = str(err).strip().splitlines() or [type(err).__name__]
+            raise ValueError(
+                f"checkpoint {folder}: cannot load it into this run: {message[0]}"
+            ) from None
+        if acc.scaler is not None and state["scaler"] is not None:
+            acc.scaler.load_state_dict(state["scaler"])
+        set_rng_state(rng)
+        self.prompt_gen.set_state(rng["prompt_gen"])
+        self.update_gen.set_state(rng["update_gen"])
+        self.kl_ctl.value = state["beta"]
+        self.prompt_queue = state["prompt_queue"]
+        self.iteration = state["iteration"]
+        self.run_info = state["run_info"]
+
+    def rng_states(self) -> dict:
+        """This process's RNG states: the global ones and the prompt / minibatch generators."""
+        return {
+            **rng_state(),
+            "prompt_gen": self.prompt_gen.get_state(),
+            "update_gen": self.update_gen.get_state(),
+        }
+
+
+def read_checkpoint_state(folder: Path) -> dict:
+    """The `ppo_state.json` of a checkpoint, or a one-line ValueError naming what is wrong."""
+    path = folder / PPO_STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"checkpoint {folder}: cannot read {path.name} ({err})") from None
+    need = ("iteration", "beta", "prompt_queue", "num_processes", "scaler", "config", "run_info")
+    missing = [k for k in need if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"checkpoint {folder}: {path.name} lacks {missing}: resume an intact one")
+    return state
+
 
 class MetricsLogger:
-    """One CSV row and one TensorBoard scalar per metric per iteration, in `out_dir`."""
+    """One CSV row and one TensorBoard scalar per metric per iteration, in `out_dir`.
 
-    def __init__(self, out_dir: Path) -> None:
+    Started after iteration `start` > 0 (a resumed run), it keeps the rows of metrics.csv up to
+    `start` and has TensorBoard purge the events after it, so each iteration is logged once.
+    """
+
+    def __init__(self, out_dir: Path, start: int = 0) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.file = open(out_dir / "metrics.csv", "w", newline="")  # noqa: SIM115
-        self.writer = SummaryWriter(str(out_dir / "tb"))
-        self.csv: csv.DictWriter | None = None
+        path = out_dir / "metrics.csv"
+        fields, rows = None, []
+        if start and path.exists():
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                fields = reader.fieldnames
+                rows = [row for row in reader if float(row["iteration"]) <= start]
+        tmp = path.with_name(f".{path.name}.tmp")  # the kept rows replace the file in one rename
+        with tmp.open("w", newline="") as f:
+            if fields:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(rows)
+        os.replace(tmp, path)
+        self.file = open(path, "a", newline="")  # noqa: SIM115
+        self.csv = csv.DictWriter(self.file, fieldnames=fields) if fields else None
+        if start:  # TensorBoard reads event files in name order, which starts with their second:
+            made = [int(m[1]) for p in (out_dir / "tb").glob("*") if (m := EVENTS.match(p.name))]
+            while time.time() < max(made, default=0) + 1:  # so the new one must sort last
+                time.sleep(0.05)
+        self.writer = SummaryWriter(str(out_dir / "tb"), purge_step=start + 1 if start else None)
 
     def log(self, metrics: dict[str, float]) -> None:
         if self.csv is None:

@@ -9,7 +9,9 @@ the response was cut at max_new_tokens).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -69,7 +71,11 @@ def sample_responses(
     top_p: float,
     max_new_tokens: int,
 ) -> Tensor:
-    """Sample [B, R] response ids (R <= max_new_tokens); finished rows are padded with pad_id."""
+    """Sample [B, R] response ids (R <= max_new_tokens); finished rows are padded with pad_id.
+
+    Tokens come from softmax(logits / T), truncated by top_k / top_p unless they are 0 / 1. PPO
+    keeps them off (`LMPPOConfig`): its log-probs are those of the untruncated distribution.
+    """
     config = GenerationConfig(
         do_sample=True,
         temperature=temperature,
@@ -96,8 +102,8 @@ def response_logprobs(logits: Tensor, tokens: Tensor, temperature: float) -> tup
     """log pi_T(token) and the entropy H(pi_T) per position, with pi_T = softmax(logits / T).
 
     `logits[:, t]` must be the logits that predicted `tokens[:, t]`. Sampling divides the logits by
-    T too, so these are the log-probs of the distribution the tokens came from (before top-k/top-p
-    truncation, as in TRL).
+    T too and, with top-k/top-p off (`LMPPOConfig` requires it, as trl's PPOTrainer forces it),
+    draws from exactly this distribution: these are the log-probs of the sampling policy.
     """
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
     token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
@@ -200,14 +206,29 @@ def retokenize(
     return batch["input_ids"], batch["attention_mask"]
 
 
-def check_scores(scores: Sequence[float], n: int, name: str = "reward_fn") -> Tensor:
-    """The scores of a reward callable as a tensor: n finite floats, or a one-line ValueError."""
+def check_scores(scores: object, n: int, name: str = "reward_fn") -> Tensor:
+    """What a reward callable returned as a float tensor [n]: one finite real number per response
+    (in a list, array or 1-D tensor), or a one-line ValueError that says what came back instead."""
     try:
-        out = torch.as_tensor(list(scores), dtype=torch.float32)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{name} must return one float per response, got {scores!r:.80}") from err
-    if out.shape != (n,):
-        raise ValueError(f"{name} returned {tuple(out.shape)} scores for {n} responses")
+        values = None if isinstance(scores, str | bytes) else list(scores)  # type: ignore[arg-type]
+    except TypeError:  # None, a number, a 0-d tensor
+        values = None
+    if values is None:
+        raise ValueError(
+            f"{name} returned {type(scores).__name__}, not {n} scores: return a float per response"
+        )
+    if len(values) != n:
+        raise ValueError(f"{name} returned {len(values)} scores for {n} responses: return one each")
+    for i, value in enumerate(values):
+        if not isinstance(value, numbers.Real) and getattr(value, "ndim", None) != 0:
+            raise ValueError(
+                f"{name} returned {type(value).__name__} {value!r:.40} for response {i}: return "
+                "one float per response"
+            )
+    try:
+        out = torch.tensor([float(v) for v in values], dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as err:  # e.g. a 0-d string array or complex
+        raise ValueError(f"{name} returned a score that is not a real number ({err})") from None
     if not torch.isfinite(out).all():
         raise ValueError(f"{name} returned a non-finite score: it must give finite floats")
     return out
@@ -251,3 +272,118 @@ def token_advantages(
         rewards.T, values.T, next_values.T, terminated.T, mask=real.T, gamma=gamma, lam=lam
     )
     return adv.T.contiguous(), ret.T.contiguous()
+
+
+@dataclass
+class PackedPairs:
+    """Preference pairs packed into rows, each prompt once with both completions after it.
+
+    A pair is the segment [prompt | chosen | rejected]: positions restart after the prompt for
+    the rejected branch, which attends to the prompt and to itself but not to the chosen branch
+    (a tree mask), so one forward pass gives both sequences' log-probs without padding or a
+    second copy of the prompt. Segments fill rows of `width` tokens (first fit).
+    """
+
+    ids: Tensor  # [rows, width] token ids (pad_id in the gaps)
+    position_ids: Tensor  # [rows, width]
+    allowed: Tensor  # [rows, width, width] bool: query i may attend to key j
+    rows: Tensor  # [n] per completion token: its row,
+    parents: Tensor  # [n] the position whose logits predict it,
+    tokens: Tensor  # [n] its id,
+    owners: Tensor  # [n] its sequence: pair k's chosen is k, its rejected B + k
+    n_sequences: int  # 2 B
+
+    def to(self, device: torch.device | str) -> PackedPairs:
+        return PackedPairs(
+            **{
+                f.name: getattr(self, f.name).to(device)
+                if isinstance(getattr(self, f.name), Tensor)
+                else getattr(self, f.name)
+                for f in fields(self)
+            }
+        )
+
+
+def pack_pairs(
+    prompt_ids: Sequence[Sequence[int]],
+    chosen_ids: Sequence[Sequence[int]],
+    rejected_ids: Sequence[Sequence[int]],
+    pad_id: int,
+    width: int,
+) -> PackedPairs:
+    """Pack B pairs (non-empty prompts and completions) into rows of at least `width` tokens."""
+    fill: list[int] = []  # tokens used per row
+    segments = []
+    for k, (prompt, chosen, rejected) in enumerate(
+        zip(prompt_ids, chosen_ids, rejected_ids, strict=True)
+    ):
+        n = len(prompt) + len(chosen) + len(rejected)
+        row = next((r for r, used in enumerate(fill) if used + n <= width), None)
+        if row is None:
+            row = len(fill)
+            fill.append(0)
+        segments.append((k, row, fill[row], prompt, chosen, rejected))
+        fill[row] += n
+    n_pairs, width = len(segments), max([width, *fill])
+    ids = torch.full((len(fill), width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(fill), width), dtype=torch.long)
+    branch = torch.full((len(fill), width), -1, dtype=torch.long)  # -1 pad, 0 prompt, 1, 2
+    segment = torch.full((len(fill), width), -1, dtype=torch.long)
+    rows, parents, tokens, owners = [], [], [], []
+    for k, row, start, prompt, chosen, rejected in segments:
+        p = len(prompt)
+        ids[row, start : start + p] = torch.tensor(prompt)
+        position_ids[row, start : start + p] = torch.arange(p)
+        branch[row, start : start + p] = 0
+        at = start + p
+        for b, completion in ((1, chosen), (2, rejected)):
+            c = len(completion)
+            ids[row, at : at + c] = torch.tensor(completion)
+            position_ids[row, at : at + c] = torch.arange(p, p + c)
+            branch[row, at : at + c] = b
+            rows += [row] * c
+            parents += [start + p - 1, *range(at, at + c - 1)]
+            tokens += completion
+            owners += [k if b == 1 else n_pairs + k] * c
+            at += c
+        segment[row, start:at] = k
+    index = torch.arange(width)
+    same_tree = (segment[:, :, None] == segment[:, None, :]) & (segment[:, :, None] >= 0)
+    same_branch = (branch[:, None, :] == 0) | (branch[:, :, None] == branch[:, None, :])
+    causal = index[None, :, None] >= index[None, None, :]
+    allowed = (same_tree & same_branch & causal) | torch.eye(width, dtype=torch.bool)
+    return PackedPairs(
+        ids=ids,
+        position_ids=position_ids,
+        allowed=allowed,
+        rows=torch.tensor(rows),
+        parents=torch.tensor(parents),
+        tokens=torch.tensor(tokens),
+        owners=torch.tensor(owners),
+        n_sequences=2 * n_pairs,
+    )
+
+
+def packed_sequence_logprobs(
+    model: PreTrainedModel, packed: PackedPairs, temperature: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """([2B] log pi_T(completion | prompt), [2B] completion lengths) of packed pairs: the token
+    log-probs (`response_logprobs`) summed per sequence, chosen first; with gradients when
+    `model` has them (DPO's sequence log-probs)."""
+    device = packed.ids.device
+    dtype = next(model.parameters()).dtype
+    bias = torch.zeros(packed.allowed.shape, dtype=dtype, device=device)
+    bias = bias.masked_fill(~packed.allowed, torch.finfo(dtype).min)[:, None]  # additive, 4D
+    logits = model(
+        input_ids=packed.ids,
+        attention_mask=bias,
+        position_ids=packed.position_ids,
+        use_cache=False,
+    ).logits
+    logprobs = response_logprobs(
+        logits[packed.rows, packed.parents][None], packed.tokens[None], temperature
+    )[0][0]
+    zeros = torch.zeros(packed.n_sequences, dtype=logprobs.dtype, device=device)
+    lengths = torch.zeros(packed.n_sequences, dtype=torch.long, device=device)
+    lengths = lengths.index_add(0, packed.owners, torch.ones_like(packed.owners))
+    return zeros.index_add(0, packed.owners, logprobs), lengths

@@ -11,13 +11,17 @@ Every `LMPPOConfig` field is a flag: `--batch-size 32`, `--kl-target none`, `--n
 Whatever of policy / reward model / prompts is not given comes from the toy world. The reward model
 is any sequence classifier (`--reward-label` picks its logit); an encoder, or one whose tokenizer
 differs from the policy's, scores the decoded text re-encoded with its own tokenizer.
-Prints before/after metrics and samples, writes metrics.csv, tb/, curves.png and policy/ to --out;
-the last stdout line is one JSON object. Bad input exits with status 2 and one line on stderr.
+Prints before/after metrics and samples, writes metrics.csv, tb/, curves.png and policy/ to --out
+(and checkpoint-<iteration>/ with --save-every N); the last stdout line is one JSON object. An --out
+that holds a run needs --resume (continue from its newest checkpoint, with its own models, prompts
+and config; config flags given override it) or --overwrite (start over). Bad input exits with
+status 2 and one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -28,13 +32,27 @@ from typing import TYPE_CHECKING
 import torch
 from accelerate import PartialState
 
+from lm.checkpoint import checkpoints, delete, remove_folder
 from lm.lora import add_lora, merge_lora
 from lm.policy import load_causal_lm, load_reward_model, load_reward_tokenizer, load_tokenizer
-from lm.ppo import LMPPOConfig, LMPPOTrainer, cpu_only
+from lm.ppo import LMPPOConfig, LMPPOTrainer, cpu_only, read_checkpoint_state
 from ppo_bridge.cli import add_config_arguments, config_overrides
+from ppo_bridge.rundir import check_run_dir
 
 if TYPE_CHECKING:
     from lm.world import World
+
+# what a run is built from; kept in its checkpoints, so --resume takes them from there
+SOURCES = (
+    "policy",
+    "reward_model",
+    "reward_label",
+    "prompts",
+    "prompt_column",
+    "world",
+    "world_cache",
+)
+PATHS = ("policy", "reward_model", "prompts")  # those that may name a local path (world_cache does)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -52,9 +70,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "needed when it has several labels",
     )
     parser.add_argument("--prompts", help=".txt (one per line), save_to_disk folder or dataset id")
-    parser.add_argument("--prompt-column", default="prompt", help="column of a prompts dataset")
+    parser.add_argument("--prompt-column", help="column of a prompts dataset (default: prompt)")
     parser.add_argument("--out", default="runs/rlhf", help="run folder")
-    parser.add_argument("--world", choices=["default", "tiny"], default="default", help="toy world")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    parser.add_argument("--world", choices=["default", "tiny"], help="toy world (default: default)")
     parser.add_argument("--world-cache", help="toy world cache (default: lm.world's)")
     parser.add_argument(
         "--eval-samples", type=int, default=128, help="responses (eval prompts cycled) graded"
@@ -98,7 +118,17 @@ def load_prompts(source: str, column: str) -> tuple[list[str], list[str]]:
     """
     path = Path(source)
     if path.suffix == ".txt":
-        lines = [line.strip() for line in path.read_text().splitlines()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(
+                f"--prompts {source} is not UTF-8 text (byte {err.start}): save it as UTF-8"
+            ) from None
+        except OSError as err:
+            raise ValueError(
+                f"--prompts {source}: cannot read it ({err.strerror}): pass a readable .txt file"
+            ) from None
+        lines = [line.strip() for line in text.splitlines()]
         prompts = [line for line in lines if line]
         return prompts, prompts
     import datasets
@@ -123,19 +153,38 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
+    out = check_run_dir(
+        args.out, resume=args.resume, overwrite=args.overwrite, markers=run_markers(args.out)
+    )
+    checkpoint, saved = None, {}
+    if args.resume:
+        checkpoint = newest_checkpoint(out)
+        saved = read_checkpoint_state(checkpoint)
+        take_sources(args, checkpoint, saved["run_info"])
     for flag, name in (("--policy", args.policy), ("--reward-model", args.reward_model)):
         check_model_source(flag, name)
     if args.merge_lora and not args.lora_r:
         raise ValueError("--merge-lora merges LoRA adapters: pass --lora-r too")
+    if args.resume and args.lora_r:
+        raise ValueError("--resume of a LoRA run is not supported yet: start it over (--overwrite)")
     overrides = config_overrides(args, LMPPOConfig)
-    cfg = LMPPOConfig.for_algo(overrides.pop("algo", "ppo"), **overrides)
+    try:
+        if saved:
+            cfg = LMPPOConfig(**{**saved["config"], **overrides})
+        else:
+            cfg = LMPPOConfig.for_algo(overrides.pop("algo", "ppo"), **overrides)
+    except TypeError as err:  # a saved config with fields this version does not have
+        raise ValueError(f"--resume: {checkpoint} has a config of another version: {err}") from None
+    prompts = load_prompts(args.prompts, args.prompt_column or "prompt") if args.prompts else None
     world = None
     if not (args.policy and args.reward_model and args.prompts):
         from lm.world import WorldConfig, build_world, default_cache_dir
 
+        args.world = args.world or "default"
+        args.world_cache = str(Path(args.world_cache or default_cache_dir()).resolve())
         world_cfg = WorldConfig.tiny() if args.world == "tiny" else WorldConfig()
         with PartialState(cpu=cpu_only()).main_process_first():
-            world = build_world(Path(args.world_cache or default_cache_dir()), world_cfg)
+            world = build_world(Path(args.world_cache), world_cfg)
     policy_name = args.policy or str(world.sft_dir)
     reward_name = args.reward_model or str(world.reward_model_dir)
     tokenizer, policy = load_tokenizer(policy_name), load_causal_lm(policy_name)
@@ -145,11 +194,7 @@ def run(args: argparse.Namespace) -> dict:
         )
     reward_model, reward_label = load_reward_model(reward_name, args.reward_label)
     reward_tokenizer = load_reward_tokenizer(reward_name)
-    if args.prompts:
-        train_prompts, eval_prompts = load_prompts(args.prompts, args.prompt_column)
-    else:
-        train_prompts, eval_prompts = world_prompts(world)
-    out = Path(args.out)
+    train_prompts, eval_prompts = prompts or world_prompts(world)
     trainer = LMPPOTrainer(
         cfg,
         policy,
@@ -161,10 +206,28 @@ def run(args: argparse.Namespace) -> dict:
         gold_fn=world_gold if world is not None else None,
         out_dir=out,
     )
+    main_process = trainer.accelerator.is_main_process
     eval_prompts = cycle(eval_prompts, args.eval_samples)
-    before, ro_before = trainer.evaluate(eval_prompts)
+    if checkpoint is not None:  # the reference stays the starting policy loaded above
+        trainer.load_checkpoint(checkpoint)
+        if main_process:
+            print(f"resuming from {checkpoint} (iteration {trainer.iteration})")
+    else:
+        sources = {k: getattr(args, k) for k in SOURCES}
+        trainer.run_info["sources"] = {**sources, **{k: local(sources[k]) for k in PATHS}}
+        metrics, ro = trainer.evaluate(eval_prompts)
+        trainer.run_info["before"] = {
+            "metrics": metrics,
+            "prompts": ro.prompts[: args.show],
+            "responses": ro.responses[: args.show],
+        }
+    before = trainer.run_info["before"]
+    if args.overwrite:
+        if main_process:
+            start_over(out)
+        trainer.accelerator.wait_for_everyone()
     ppo_start = time.perf_counter()
-    history = trainer.train()
+    trainer.train()
     ppo_s = time.perf_counter() - ppo_start
     after, ro_after = trainer.evaluate(eval_prompts)
     trainer.save(out / "policy")
@@ -173,13 +236,13 @@ def run(args: argparse.Namespace) -> dict:
         trainer.save(out / "policy-merged")
 
     summary = {
-        "gold_before": before.get("gold"),
+        "gold_before": before["metrics"].get("gold"),
         "gold_after": after.get("gold"),
-        "rm_before": before["score"],
+        "rm_before": before["metrics"]["score"],
         "rm_after": after["score"],
         "kl": after["kl"],
         "eos_fraction": after["eos_fraction"],
-        "eos_fraction_before": before["eos_fraction"],
+        "eos_fraction_before": before["metrics"]["eos_fraction"],
         "algo": cfg.algo,
         "iterations": trainer.iteration,
         "ppo_s": ppo_s,
@@ -187,11 +250,69 @@ def run(args: argparse.Namespace) -> dict:
         "num_processes": trainer.accelerator.num_processes,
         "out": str(out),
     }
-    if trainer.accelerator.is_main_process:
-        report(before, after, ro_before.prompts, ro_before.responses, ro_after.responses, args.show)
-        plot(history, out / "curves.png")
+    if main_process:
+        shown = len(before["responses"])
+        report(
+            before["metrics"],
+            after,
+            before["prompts"],
+            before["responses"],
+            ro_after.responses[:shown],
+            args.show,
+        )
+        plot(read_metrics(out / "metrics.csv"), out / "curves.png")
         print(f"saved the policy to {out / 'policy'}, logs to {out}")
     return summary
+
+
+def run_markers(out: str) -> list[str]:
+    """What makes --out hold a run: its logs, its policy or any checkpoint."""
+    return ["metrics.csv", "tb", "policy", *(p.name for p in checkpoints(Path(out)))]
+
+
+def newest_checkpoint(out: Path) -> Path:
+    """The checkpoint --resume continues (the newest; each is complete, being saved atomically)."""
+    found = checkpoints(out)
+    if not found:
+        raise ValueError(
+            f"--resume: {out} has no checkpoint-<iteration> folder (runs write them with "
+            "--save-every N): pass --overwrite to start it over"
+        )
+    return found[-1]
+
+
+def take_sources(args: argparse.Namespace, checkpoint: Path, run_info: dict) -> None:
+    """--resume: the models and prompts are the run's own, as recorded in its checkpoint."""
+    given = [k for k in SOURCES if getattr(args, k) is not None]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise ValueError(f"--resume takes {flag} from the run's checkpoint: drop {flag}")
+    if not isinstance(run_info.get("sources"), dict) or "before" not in run_info:
+        raise ValueError(f"{checkpoint} was not written by lm.train: it cannot be resumed here")
+    for key in SOURCES:
+        setattr(args, key, run_info["sources"].get(key))
+
+
+def local(source: str | None) -> str | None:
+    """A local path made absolute (so --resume works from another folder); ids stay as they are."""
+    return str(Path(source).resolve()) if source and Path(source).exists() else source
+
+
+def start_over(out: Path) -> None:
+    """--overwrite, once everything has loaded: delete the previous run's files (its checkpoints
+    would otherwise be what a later --resume continues)."""
+    for folder in [*checkpoints(out), out / "policy", out / "tb"]:
+        if folder.is_dir():
+            remove_folder(folder)
+    for name in ("metrics.csv", "curves.png"):
+        if (out / name).exists():
+            delete(out / name)
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """The rows of metrics.csv (all iterations of the run, resumed ones included)."""
+    with path.open(newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def check_model_source(flag: str, name: str | None) -> None:

@@ -4,6 +4,7 @@ Every PPO formula lives here once, as small functions over torch tensors with op
 
 - `gae`: generalised advantage estimation with terminations, truncations and padding masks.
 - `critic_free`: group advantages (GRPO, Dr. GRPO, RLOO).
+- `dpo`: the DPO / cDPO / IPO losses on sequence log-probs (offline preference optimisation).
 - `losses`: masked mean / whitening, the loss aggregations, the clipped surrogate, the (clipped)
   value loss, entropy.
 - `kl`: the k1, k2, k3 KL estimators and the fixed / adaptive KL controllers.
@@ -13,6 +14,7 @@ Every PPO formula lives here once, as small functions over torch tensors with op
 
 from ppo_bridge.config import PPOConfig
 from ppo_bridge.critic_free import group_advantages
+from ppo_bridge.dpo import dpo_loss
 from ppo_bridge.gae import gae
 from ppo_bridge.kl import AdaptiveKLController, FixedKLController, KLController, kl_estimate
 from ppo_bridge.losses import (
@@ -34,6 +36,7 @@ __all__ = [
     "KLController",
     "PPOConfig",
     "clipped_surrogate_loss",
+    "dpo_loss",
     "entropy_bonus",
     "explained_variance",
     "gae",

@@ -24,12 +24,18 @@ def holds_run(out: str | os.PathLike[str], markers: Sequence[str]) -> bool:
 
 
 def check_run_dir(
-    out: str | os.PathLike[str], *, resume: bool, overwrite: bool, markers: Sequence[str]
+    out: str | os.PathLike[str],
+    *,
+    resume: bool,
+    overwrite: bool,
+    markers: Sequence[str],
+    resumable: bool = True,
 ) -> Path:
     """Validate `out` for a new run, a resumed one (`resume`) or a restart (`overwrite`).
 
     Creates nothing. Raises RunDirError naming the flag or path to change when `out` (or a parent)
     is a file, is not writable, holds a run and neither flag is given, or both flags are given.
+    `resumable=False` (a trainer without --resume) leaves --resume out of the advice.
     """
     out = Path(out)
     if resume and overwrite:
@@ -44,8 +50,9 @@ def check_run_dir(
     if not os.access(existing, os.W_OK | os.X_OK):
         raise RunDirError(f"--out {out}: {existing} is not writable: pass a writable --out")
     if holds_run(out, markers) and not (resume or overwrite):
+        resume_advice = "--resume to continue it, " if resumable else ""
         raise RunDirError(
-            f"--out {out} already holds a run: pass --resume to continue it, --overwrite to start "
-            "over, or another --out"
+            f"--out {out} already holds a run: pass {resume_advice}--overwrite to start over, "
+            "or another --out"
         )
     return out

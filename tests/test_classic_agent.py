@@ -92,3 +92,17 @@ def test_seed_notebook_train_ppo_cell_runs_and_learns():
     assert len(metrics["policy_losses"]) == 12
     # Random play averages ~22 steps; after 12 updates the seed's own settings are well above it.
     assert np.mean(metrics["rewards"][-10:]) > 100
+
+
+def test_threads_are_set_like_classic_train():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        PPOAgent(obs_dim=4, n_actions=2, device="cpu", threads=None)
+        assert torch.get_num_threads() == 2  # None: torch's setting is left alone
+        PPOAgent(obs_dim=4, n_actions=2, device="cpu")
+        assert torch.get_num_threads() == 1  # the default, as classic.train's
+        with pytest.raises(ValueError, match="threads"):
+            PPOAgent(obs_dim=4, n_actions=2, device="cpu", threads=0)
+    finally:
+        torch.set_num_threads(before)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 
 import gymnasium as gym
 import numpy as np
@@ -17,7 +18,7 @@ from classic import train as train_cli
 from classic.checkpoint import load_checkpoint, restore_policy
 from classic.config import TrainConfig
 from classic.evaluate import evaluate_policy, torch_policy
-from classic.train import Trainer, train
+from classic.train import Trainer, confirms, train
 
 QUIET = dict(progress=False, tensorboard=False)
 
@@ -93,6 +94,40 @@ def test_same_seed_gives_identical_metrics():
     c = train(cartpole(total_timesteps=4_096, seed=4)).history
     assert_same_rows(rows_without_time(a), rows_without_time(b))
     assert rows_without_time(a) != rows_without_time(c)
+
+
+# --- the stop rule -----------------------------------------------------------------------------
+
+
+def returns_with(mean: float, std: float, n: int) -> np.ndarray:
+    """n returns with exactly this mean and (n - 1) standard deviation."""
+    x = np.random.default_rng(0).normal(size=n)
+    return mean + std * (x - x.mean()) / x.std(ddof=1)
+
+
+@pytest.mark.parametrize(("confirm_mean", "stops"), [(476.0, False), (478.0, True)])
+def test_a_lucky_crossing_does_not_stop_training(monkeypatch, confirm_mean, stops):
+    """Every 20-episode screen crosses 475. A 100-episode confirmation with mean 476, std 10
+    also reaches 475 (the old rule stopped there) but its lower bound 476 - 2 * 10 / 10 = 474
+    does not: training runs its whole budget. With mean 478 (bound 476) it stops at once."""
+    evaluations = []
+
+    def stub(self, n_episodes, seed):
+        evaluations.append(n_episodes)
+        return returns_with(490.0 if n_episodes == 20 else confirm_mean, 10.0, n_episodes)
+
+    monkeypatch.setattr(Trainer, "evaluate", stub)
+    cfg = cartpole(n_envs=2, n_steps=64, minibatch_size=64, total_timesteps=1_024)
+    result = train(replace(cfg, eval_every=128, target_return=475.0, eval_episodes=100))
+    if stops:
+        assert result.threshold_steps == result.total_steps == 128
+        assert evaluations == [20, 100]
+    else:
+        assert result.threshold_steps is None and result.total_steps == 1_024
+        assert evaluations == [20, 100] * 8 + [100]  # screened and refused at every check
+    assert confirms(returns_with(478.0, 10.0, 100), 475.0, 2.0)
+    assert not confirms(returns_with(476.0, 10.0, 100), 475.0, 2.0)
+    assert confirms(returns_with(476.0, 10.0, 100), 475.0, 0.0)  # z = 0: the old rule
 
 
 # --- rollout correctness under autoreset -------------------------------------------------------
@@ -232,10 +267,12 @@ def assert_one_line_error(capsys, code: int, *needles: str) -> None:
         (["--gamma", "1.5"], "gamma"),
         (["--n-envs", "0"], "n_envs"),
         (["--target-return", "400", "--eval-every", "0"], "eval_every"),
+        (["--eval-episodes", "0"], "eval_episodes >= 2"),
+        (["--confirm-z", "-1"], "confirm_z"),
     ],
 )
 def test_cli_train_bad_input(argv, needle, capsys):
-    assert_one_line_error(capsys, train_cli.main([*argv, *TINY]), needle)
+    assert_one_line_error(capsys, train_cli.main([*TINY, *argv]), needle)
 
 
 def test_cli_checkpoint_errors(tmp_path, capsys):

@@ -26,6 +26,9 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path: Path) -> None:
     check_run_dir(tmp_path, resume=False, overwrite=True, markers=MARKERS)
     with pytest.raises(RunDirError, match="exclude each other"):
         check_run_dir(tmp_path, resume=True, overwrite=True, markers=MARKERS)
+    with pytest.raises(RunDirError, match="pass --overwrite") as err:  # a trainer without --resume
+        check_run_dir(tmp_path, resume=False, overwrite=False, markers=MARKERS, resumable=False)
+    assert "--resume" not in str(err.value)
 
 
 def test_folder_without_a_run_is_fine(tmp_path: Path) -> None:
