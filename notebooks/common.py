@@ -96,6 +96,29 @@ class ToyRLHF:
             gold_fn=self.gold,
         )
 
+    def dpo_trainer(self, cfg):
+        """A fresh LMDPOTrainer on a fresh copy of the SFT policy (also its reference), on the
+        world's preference pairs (those its reward model was trained on), as `python -m lm.dpo`
+        runs it; it evaluates on any prompts (`evaluate(prompts)`)."""
+        from lm.dpo import LMDPOTrainer, pairs_of_world, tokenize_pairs
+        from lm.policy import load_causal_lm
+        from lm.rollout import model_context
+
+        policy = load_causal_lm(str(self.world.sft_dir))
+        train_pairs, _ = pairs_of_world(self.world)
+        pairs = tokenize_pairs(self.tokenizer, train_pairs, cfg.max_length or model_context(policy))
+        return LMDPOTrainer(
+            cfg,
+            policy,
+            self.tokenizer,
+            pairs,
+            self.test_prompts,
+            reward_model=self.reward_model,
+            reward_tokenizer=self.reward_tokenizer,
+            reward_label=self.reward_label,
+            gold_fn=self.gold,
+        )
+
     @staticmethod
     def run(trainer, iterations: int, label: str = "", every: int = 0) -> list[dict[str, float]]:
         history = []
