@@ -68,7 +68,7 @@ class ToyRLHF:
         cfg = WorldConfig.tiny() if fast else WorldConfig()
         self.world = build_world(cache_dir(fast), cfg)
         self.tokenizer = load_tokenizer(str(self.world.sft_dir))
-        self.reward_model = load_reward_model(str(self.world.reward_model_dir))[0]
+        self.reward_model, self.reward_label = load_reward_model(str(self.world.reward_model_dir))
         self.reward_tokenizer = load_tokenizer(str(self.world.reward_model_dir))
         prompts = datasets.load_from_disk(str(self.world.prompts))
         self.train_prompts = list(prompts["train"]["prompt"])
@@ -92,6 +92,30 @@ class ToyRLHF:
             self.train_prompts,
             reward_model=self.reward_model,
             reward_tokenizer=self.reward_tokenizer,
+            reward_label=self.reward_label,
+            gold_fn=self.gold,
+        )
+
+    def dpo_trainer(self, cfg):
+        """A fresh LMDPOTrainer on a fresh copy of the SFT policy (also its reference), on the
+        world's preference pairs (those its reward model was trained on), as `python -m lm.dpo`
+        runs it; it evaluates on any prompts (`evaluate(prompts)`)."""
+        from lm.dpo import LMDPOTrainer, pairs_of_world, tokenize_pairs
+        from lm.policy import load_causal_lm
+        from lm.rollout import model_context
+
+        policy = load_causal_lm(str(self.world.sft_dir))
+        train_pairs, _ = pairs_of_world(self.world)
+        pairs = tokenize_pairs(self.tokenizer, train_pairs, cfg.max_length or model_context(policy))
+        return LMDPOTrainer(
+            cfg,
+            policy,
+            self.tokenizer,
+            pairs,
+            self.test_prompts,
+            reward_model=self.reward_model,
+            reward_tokenizer=self.reward_tokenizer,
+            reward_label=self.reward_label,
             gold_fn=self.gold,
         )
 
