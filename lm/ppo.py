@@ -459,50 +459,31 @@ class LMPPOTrainer:
         prompts: list[str],
         texts: list[str],
     ) -> Tensor:
-        """Each reward by name, [B]: the reward model's logit, then each reward callable's."""
+        """Each reward by name, [B]: the reward model's logit `reward_label` (on the rollout's own
+        tokens or, when its tokenizer differs, on the decoded text re-encoded), then each reward
+        callable's."""
         device = query.device
         out = {}
         if self.reward_model is not None:
-            out["reward_model"] = self.reward_model_scores(
-                query, query_mask, responses, mask, has_eos, prompts, texts
+            if self.retokenize:
+                texts_in = [p + r for p, r in zip(prompts, texts, strict=True)]
+                ids, am = retokenize(texts_in, has_eos, self.reward_tokenizer, self.rm_context)
+                ids, am = ids.to(device), am.to(device)
+            else:
+                ids = torch.cat([query, responses], dim=1)
+                am = torch.cat([query_mask, mask.long()], dim=1)
+            step = self.cfg.minibatch_size // self.cfg.grad_accum_steps
+            out["reward_model"] = torch.cat(
+                [
+                    reward_model_scores(
+                        self.reward_model, ids[i : i + step], am[i : i + step], self.reward_label
+                    )
+                    for i in range(0, ids.shape[0], step)
+                ]
             )
         for name, f in zip(list(self.reward_weights)[len(out) :], self.reward_funcs, strict=True):
             out[name] = check_scores(f(prompts, texts), len(prompts), name).to(device)
         return out
-
-    def reward_model_scores(
-        self,
-        query: Tensor,
-        query_mask: Tensor,
-        responses: Tensor,
-        mask: Tensor,
-        has_eos: Tensor,
-        prompts: list[str],
-        texts: list[str],
-    ) -> Tensor:
-        """[B] the reward model's logit `reward_label`, on the rollout's own tokens or, when its
-        tokenizer differs, on the decoded text re-encoded."""
-        device = query.device
-        if self.retokenize:
-            ids, am = retokenize(
-                [p + r for p, r in zip(prompts, texts, strict=True)],
-                has_eos,
-                self.reward_tokenizer,
-                self.rm_context,
-            )
-            ids, am = ids.to(device), am.to(device)
-        else:
-            ids = torch.cat([query, responses], dim=1)
-            am = torch.cat([query_mask, mask.long()], dim=1)
-        step = self.cfg.minibatch_size // self.cfg.grad_accum_steps
-        return torch.cat(
-            [
-                reward_model_scores(
-                    self.reward_model, ids[i : i + step], am[i : i + step], self.reward_label
-                )
-                for i in range(0, ids.shape[0], step)
-            ]
-        )
 
     # ---------------------------------------------------------------- PPO iteration
 
