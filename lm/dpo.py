@@ -462,9 +462,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict:
     """Check, load, evaluate, train, evaluate again, save; return the summary."""
     start = time.perf_counter()
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
     out = check_run_dir(
         args.out, resume=False, overwrite=args.overwrite, markers=RUN_MARKERS, resumable=False
     )

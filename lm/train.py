@@ -151,9 +151,6 @@ def load_prompts(source: str, column: str) -> tuple[list[str], list[str]]:
 def run(args: argparse.Namespace) -> dict:
     """Load everything, evaluate, train, evaluate again, save; return the summary."""
     start = time.perf_counter()
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
     out = check_run_dir(
         args.out, resume=args.resume, overwrite=args.overwrite, markers=run_markers(args.out)
     )
@@ -404,14 +401,18 @@ def cli_main(
     run: Callable[[argparse.Namespace], dict],
     argv: Sequence[str] | None = None,
 ) -> int:
-    """A command's entry point (lm.train, lm.dpo): the summary as the last stdout line of the main
-    process; bad input (and a non-finite loss) becomes one line on stderr and status 2."""
+    """A command's entry point (lm.train, lm.dpo): sets --threads, runs, prints the summary as the
+    last stdout line of the main process; bad input (and a non-finite loss) becomes one line on
+    stderr and status 2."""
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     args = parse(argv)
     try:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
         summary = run(args)
         if PartialState().is_main_process:
             print(json.dumps(summary))
