@@ -2,9 +2,10 @@
 
 Safe to load whatever its origin: a checkpoint holds only tensors and plain types (dict, list,
 tuple, int, float, str, bool, None) and is read with `torch.load(weights_only=True)`, which
-refuses anything else, so loading never runs code from the file. It holds (format 2) the config
-as a dict, the policy's dims, the model and optimizer state dicts, the normaliser statistics, the
-step counters, the RNG states (torch's, the minibatch generator's, each sub-env's), the current
+refuses anything else, so loading never runs code from the file. It holds (format 3) the config
+as a dict, the policy's dims, the model and optimizer state dicts (of one agent: a many-seed run
+writes each seed's slice to its own folder), the normaliser statistics, the step counters, the RNG
+states (the action sampler's, the minibatch generator's, each sub-env's), the current
 observations, the episode statistics and, for the env families of `classic.envstate`, each
 sub-env's state (else None: a resume then starts fresh episodes). A damaged, foreign or crafted
 file is a ClassicError, never a traceback.
@@ -27,7 +28,7 @@ from classic.networks import ActorCritic
 from classic.normalize import Normalizer
 
 CHECKPOINT_NAME = "checkpoint.pt"
-FORMAT = 2
+FORMAT = 3
 # field -> type(s); checked on load, before anything is used
 FIELDS: dict[str, type | tuple[type, ...]] = {
     "format": int,
@@ -40,7 +41,7 @@ FIELDS: dict[str, type | tuple[type, ...]] = {
     "iteration": int,
     "wall_s": float,
     "threshold": (list, type(None)),
-    "torch_rng": torch.Tensor,
+    "sampler": torch.Tensor,
     "generator": torch.Tensor,
     "obs": torch.Tensor,
     "episodes": dict,
@@ -88,7 +89,7 @@ def checkpoint_errors(path: str | os.PathLike[str]) -> Iterator[None]:
 def load_checkpoint(run: str | os.PathLike[str], env_id: str | None = None) -> dict[str, Any]:
     """Load the checkpoint of `run` (tensors and plain types only), its fields type-checked.
 
-    ClassicError if it is missing, unreadable, not a format-2 classic checkpoint, or was trained
+    ClassicError if it is missing, unreadable, not a format-3 classic checkpoint, or was trained
     on another env than `env_id`.
     """
     path = checkpoint_path(run)
@@ -133,12 +134,25 @@ def load_checkpoint(run: str | os.PathLike[str], env_id: str | None = None) -> d
     return state
 
 
-def build_policy(cfg: TrainConfig, dims: dict[str, int]) -> tuple[ActorCritic, Normalizer]:
-    """The model and normaliser that `cfg` describes, for an env of the given `dims`."""
-    model = ActorCritic(
-        **dims, hidden_dim=cfg.hidden_dim, n_hidden=cfg.n_hidden, log_std_init=cfg.log_std_init
+def build_model(
+    cfg: TrainConfig,
+    dims: dict[str, int],
+    generators: list[torch.Generator] | None = None,
+) -> ActorCritic:
+    """The network `cfg` describes for an env of `dims`: one agent per generator (or one)."""
+    return ActorCritic(
+        **dims,
+        hidden_dim=cfg.hidden_dim,
+        n_hidden=cfg.n_hidden,
+        log_std_init=cfg.log_std_init,
+        n_agents=1 if generators is None else len(generators),
+        generators=generators,
     ).to(cfg.device)
-    normalizer = Normalizer(
+
+
+def build_normalizer(cfg: TrainConfig, dims: dict[str, int]) -> Normalizer:
+    """The observation / reward normaliser `cfg` describes, for its n_envs envs."""
+    return Normalizer(
         (dims["obs_dim"],),
         cfg.n_envs,
         norm_obs=cfg.norm_obs,
@@ -147,7 +161,37 @@ def build_policy(cfg: TrainConfig, dims: dict[str, int]) -> tuple[ActorCritic, N
         clip_obs=cfg.clip_obs,
         clip_reward=cfg.clip_reward,
     )
-    return model, normalizer
+
+
+def agent_slice(state: dict[str, Any], k: int) -> dict[str, Any]:
+    """Agent k's share of a state dict of stacked [K, ...] tensors (model or optimizer): every
+    tensor with dimensions sliced to [k:k+1], scalars (Adam's step) kept; nested dicts too."""
+    if isinstance(state, dict):
+        return {key: agent_slice(value, k) for key, value in state.items()}
+    if isinstance(state, torch.Tensor) and state.dim():
+        return state[k : k + 1].clone()
+    return state
+
+
+def stack_agents(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """Inverse of `agent_slice`: K one-agent state dicts as one of stacked [K, ...] tensors.
+    ValueError if their scalars (e.g. Adam's step count) or structure differ."""
+    first = states[0]
+    if isinstance(first, dict):
+        if any(not isinstance(s, dict) or s.keys() != first.keys() for s in states):
+            raise ValueError("the seeds' states differ in their keys")
+        return {key: stack_agents([s[key] for s in states]) for key in first}
+    if isinstance(first, torch.Tensor) and first.dim():
+        return torch.cat(states)
+    if any(not _same(s, first) for s in states):
+        raise ValueError(f"the seeds' states differ ({states})")
+    return first
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return torch.equal(a, b)
+    return a == b
 
 
 def restore_policy(
@@ -158,7 +202,7 @@ def restore_policy(
         cfg = TrainConfig.from_dict(state["config"])
         if not all(type(v) is int for v in state["dims"].values()):
             raise TypeError(f"dims {state['dims']} are not integers")
-        model, normalizer = build_policy(cfg, state["dims"])
+        model, normalizer = build_model(cfg, state["dims"]), build_normalizer(cfg, state["dims"])
         model.load_state_dict(state["model"])
         normalizer.load_state_dict(state["normalizer"])
     return cfg, model.eval(), normalizer

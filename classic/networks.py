@@ -1,37 +1,59 @@
 """`ActorCritic`: separate actor and critic MLPs for Discrete (Categorical) and Box (diagonal
 Gaussian) action spaces, with the orthogonal initialisation of the PPO implementation details
 (Huang et al. 2022): gain sqrt(2) on hidden layers, 0.01 on the policy head, 1.0 on the value head.
+
+One `ActorCritic` holds `n_agents` independent networks with their parameters stacked [K, ...]
+(each layer one batched matmul), so K seeds train as one model: their inputs are [K, ..., obs]
+and nothing mixes across agents. With K = 1 (the default) any leading shape goes, [obs] or
+[B, obs], as with plain `nn.Linear` layers.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Normal
 
-
-def _layer(n_in: int, n_out: int, gain: float) -> nn.Linear:
-    layer = nn.Linear(n_in, n_out)
-    nn.init.orthogonal_(layer.weight, gain)
-    nn.init.zeros_(layer.bias)
-    return layer
+Generators = Sequence[torch.Generator | None]
 
 
-def _mlp(n_in: int, hidden: tuple[int, ...], n_out: int, out_gain: float) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for h in hidden:
-        layers += [_layer(n_in, h, math.sqrt(2)), nn.Tanh()]
-        n_in = h
-    layers.append(_layer(n_in, n_out, out_gain))
-    return nn.Sequential(*layers)
+class AgentLinear(nn.Module):
+    """K independent linear layers, y_k = x_k W_k + b_k, as one `baddbmm`.
+
+    weight [K, n_in, n_out], bias [K, 1, n_out]; input [K, ..., n_in] ([..., n_in] when K = 1).
+    """
+
+    def __init__(self, n_in: int, n_out: int, n_agents: int = 1) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_agents, n_in, n_out))
+        self.bias = nn.Parameter(torch.zeros(n_agents, 1, n_out))
+
+    def reset_(self, gain: float, generators: Generators) -> None:
+        """Orthogonal weights (as nn.init.orthogonal_ on nn.Linear's [n_out, n_in]), zero bias."""
+        with torch.no_grad():
+            for k, g in enumerate(generators):
+                w = torch.empty(self.weight.shape[2], self.weight.shape[1])
+                self.weight[k] = nn.init.orthogonal_(w, gain, generator=g).T
+            self.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        k, n_in, n_out = self.weight.shape
+        weight, bias = self.weight, self.bias
+        if n_out == 1:  # bmm's one-column kernel rounds differently for K > 1 than for K = 1:
+            weight, bias = weight.expand(k, n_in, 2), bias.expand(k, 1, 2)  # two columns agree
+        out = torch.baddbmm(bias, x.reshape(k, -1, n_in), weight)[..., :n_out]
+        return out.reshape(*x.shape[:-1], n_out)
 
 
 class ActorCritic(nn.Module):
-    """pi(a|s) and V(s) as two tanh MLPs (default 64-64).
+    """pi(a|s) and V(s) as two tanh MLPs (default 64-64), for `n_agents` independent agents.
 
     Give `n_actions` for a Discrete space or `action_dim` for a Box space (exactly one).
+    `generators` (one per agent) seed each agent's initialisation; None draws from torch's
+    global RNG.
     """
 
     def __init__(
@@ -43,28 +65,55 @@ class ActorCritic(nn.Module):
         hidden_dim: int = 64,
         n_hidden: int = 2,
         log_std_init: float = 0.0,
+        n_agents: int = 1,
+        generators: Generators | None = None,
     ) -> None:
         super().__init__()
         if (n_actions is None) == (action_dim is None):
             raise ValueError("ActorCritic needs exactly one of n_actions (Discrete) or action_dim")
-        if obs_dim < 1 or hidden_dim < 1 or n_hidden < 1:
+        if obs_dim < 1 or hidden_dim < 1 or n_hidden < 1 or n_agents < 1:
             raise ValueError(
-                f"ActorCritic needs obs_dim, hidden_dim, n_hidden >= 1, got "
-                f"{obs_dim}, {hidden_dim}, {n_hidden}"
+                f"ActorCritic needs obs_dim, hidden_dim, n_hidden, n_agents >= 1, got "
+                f"{obs_dim}, {hidden_dim}, {n_hidden}, {n_agents}"
             )
-        hidden = (hidden_dim,) * n_hidden
-        self.discrete = n_actions is not None
+        generators = [None] * n_agents if generators is None else list(generators)
+        if len(generators) != n_agents:
+            raise ValueError(f"{len(generators)} generators for {n_agents} agents")
+        self.n_agents, self.discrete = n_agents, n_actions is not None
         n_out = n_actions if self.discrete else action_dim
-        self.actor = _mlp(obs_dim, hidden, n_out, out_gain=0.01)
-        self.critic = _mlp(obs_dim, hidden, 1, out_gain=1.0)
-        self.log_std = None if self.discrete else nn.Parameter(torch.full((n_out,), log_std_init))
+        sizes = [obs_dim, *(hidden_dim,) * n_hidden]
+        self.actor = self._mlp(sizes, n_out)
+        self.critic = self._mlp(sizes, 1)
+        self.log_std = (
+            None
+            if self.discrete
+            else nn.Parameter(torch.full((n_agents, n_out), float(log_std_init)))
+        )
+        for net, out_gain in ((self.actor, 0.01), (self.critic, 1.0)):
+            layers = [m for m in net if isinstance(m, AgentLinear)]
+            for i, layer in enumerate(layers):  # agent k draws from generators[k] only
+                layer.reset_(out_gain if i == len(layers) - 1 else math.sqrt(2), generators)
+
+    def _mlp(self, sizes: list[int], n_out: int) -> nn.Sequential:
+        layers: list[nn.Module] = []
+        for n_in, h in zip(sizes[:-1], sizes[1:], strict=True):
+            layers += [AgentLinear(n_in, h, self.n_agents), nn.Tanh()]
+        layers.append(AgentLinear(sizes[-1], n_out, self.n_agents))
+        return nn.Sequential(*layers)
+
+    def _per_agent(self, t: Tensor, like: Tensor) -> Tensor:
+        """A per-agent [K, d] tensor shaped to broadcast against `like` [K, ..., d]."""
+        if self.n_agents == 1:
+            return t[0]
+        return t.view(self.n_agents, *([1] * (like.dim() - 2)), t.shape[-1])
 
     def distribution(self, obs: Tensor) -> Distribution:
         # validate_args=False: the argument checks cost about a third of a small forward pass
         out = self.actor(obs)
         if self.discrete:
             return Categorical(logits=out, validate_args=False)
-        return Normal(out, self.log_std.exp().expand_as(out), validate_args=False)
+        std = self._per_agent(self.log_std, out).exp().expand_as(out)
+        return Normal(out, std, validate_args=False)
 
     def value(self, obs: Tensor) -> Tensor:
         return self.critic(obs).squeeze(-1)
@@ -74,14 +123,37 @@ class ActorCritic(nn.Module):
             return dist.log_prob(actions), dist.entropy()
         return dist.log_prob(actions).sum(-1), dist.entropy().sum(-1)
 
+    def _noise(self, shape: torch.Size, generators: Generators | None) -> Tensor:
+        """Exponential(1) noise (Discrete) or N(0, 1) noise (Box) of `shape`, agent k's slice
+        drawn from generators[k] (so an agent's actions never depend on the others)."""
+
+        def draw(size: Sequence[int], g: torch.Generator | None) -> Tensor:
+            x = torch.empty(size)
+            return x.exponential_(generator=g) if self.discrete else x.normal_(generator=g)
+
+        if generators is None:
+            return draw(shape, None)
+        return torch.stack([draw(shape[1:], g) for g in generators])
+
     @torch.no_grad()
-    def act(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-        """Sample (or take the mode of) pi(.|s): returns (action, log_prob, value)."""
+    def act(
+        self, obs: Tensor, deterministic: bool = False, generators: Generators | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Sample (or take the mode of) pi(.|s): returns (action, log_prob, value).
+
+        Sampling: a ~ Categorical(p) as argmax_i p_i / E_i with E_i ~ Exp(1) (torch.multinomial's
+        own method), a ~ N(mu, sigma) as mu + sigma * z; the noise comes from `generators`, one
+        per agent (input [K, ..., obs]), or from torch's global RNG.
+        """
         dist = self.distribution(obs)
         if deterministic:
             action = dist.probs.argmax(-1) if self.discrete else dist.mean
+        elif self.discrete:
+            noise = self._noise(dist.probs.shape, generators).to(obs.device)
+            action = (dist.probs / noise).argmax(-1)
         else:
-            action = dist.sample()
+            noise = self._noise(dist.mean.shape, generators).to(obs.device)
+            action = dist.mean + dist.stddev * noise
         log_prob, _ = self._log_prob_entropy(dist, action)
         return action, log_prob, self.value(obs)
 
@@ -89,3 +161,7 @@ class ActorCritic(nn.Module):
         """(log pi(a|s), H(pi(.|s)), V(s)) with gradients, for the PPO update."""
         log_prob, entropy = self._log_prob_entropy(self.distribution(obs), actions)
         return log_prob, entropy, self.value(obs)
+
+    def agent_state(self, k: int) -> dict[str, Tensor]:
+        """Agent k's parameters as the state dict of a one-agent ActorCritic (copies)."""
+        return {name: t[k : k + 1].clone() for name, t in self.state_dict().items()}

@@ -93,6 +93,14 @@ def loss_weights(
     return w.reshape(mask.shape)
 
 
+Reduce = Callable[[Tensor], Tensor]
+
+
+def per_agent_sum(x: Tensor) -> Tensor:
+    """The `reduce` of K independent agents' terms [K, ...]: one sum per agent, shape [K]."""
+    return x.flatten(1).sum(1)
+
+
 def _weights(x: Tensor, mask: Tensor | None, weights: Tensor | None) -> Tensor:
     """`weights` if given, else the token mean over `mask` (all positions if None)."""
     if weights is not None:
@@ -107,6 +115,7 @@ def clipped_surrogate_loss(
     clip_eps: float,
     mask: Tensor | None = None,
     weights: Tensor | None = None,
+    reduce: Reduce = torch.sum,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO's clipped surrogate, as a loss to minimise:
 
@@ -115,19 +124,20 @@ def clipped_surrogate_loss(
 
     Outside the trust region on the side where clipping binds the gradient is exactly zero.
     Also returns `clipfrac` (share of positions where the clip binds), `approx_kl` (k3 estimate of
-    KL(old || new)) and `ratio` (mean r), all detached.
+    KL(old || new)) and `ratio` (mean r), all detached. `reduce` sums the weighted terms: over
+    all positions, or per agent (`per_agent_sum`).
     """
     log_ratio = logprobs - old_logprobs
     ratio = log_ratio.exp()
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
     w = _weights(ratio, mask, weights)
-    loss = (torch.maximum(unclipped, clipped) * w).sum()
+    loss = reduce(torch.maximum(unclipped, clipped) * w)
     with torch.no_grad():
         stats = {
-            "clipfrac": (((ratio - 1.0).abs() > clip_eps).to(ratio.dtype) * w).sum(),
-            "approx_kl": (((ratio - 1.0) - log_ratio) * w).sum(),
-            "ratio": (ratio * w).sum(),
+            "clipfrac": reduce(((ratio - 1.0).abs() > clip_eps).to(ratio.dtype) * w),
+            "approx_kl": reduce(((ratio - 1.0) - log_ratio) * w),
+            "ratio": reduce(ratio * w),
         }
     return loss, stats
 
@@ -139,6 +149,7 @@ def value_loss(
     clip_eps: float | None = None,
     mask: Tensor | None = None,
     weights: Tensor | None = None,
+    reduce: Reduce = torch.sum,
 ) -> Tensor:
     """Squared-error value loss, 0.5 * (V - R)^2, optionally clipped around the old values:
 
@@ -149,14 +160,17 @@ def value_loss(
     if clip_eps is not None:
         v_clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
         err = torch.maximum(err, (v_clipped - returns) ** 2)
-    return 0.5 * (err * _weights(err, mask, weights)).sum()
+    return 0.5 * reduce(err * _weights(err, mask, weights))
 
 
 def entropy_bonus(
-    entropy: Tensor, mask: Tensor | None = None, weights: Tensor | None = None
+    entropy: Tensor,
+    mask: Tensor | None = None,
+    weights: Tensor | None = None,
+    reduce: Reduce = torch.sum,
 ) -> Tensor:
     """Mean policy entropy H(pi(.|s)) over real positions; the loss subtracts ent_coef times it."""
-    return (entropy * _weights(entropy, mask, weights)).sum()
+    return reduce(entropy * _weights(entropy, mask, weights))
 
 
 def explained_variance(values: Tensor, returns: Tensor, mask: Tensor | None = None) -> float:

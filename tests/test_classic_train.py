@@ -112,7 +112,7 @@ def test_a_lucky_crossing_does_not_stop_training(monkeypatch, confirm_mean, stop
     does not: training runs its whole budget. With mean 478 (bound 476) it stops at once."""
     evaluations = []
 
-    def stub(self, n_episodes, seed):
+    def stub(self, run, n_episodes, seed):
         evaluations.append(n_episodes)
         return returns_with(490.0 if n_episodes == 20 else confirm_mean, 10.0, n_episodes)
 
