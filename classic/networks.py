@@ -41,11 +41,13 @@ class AgentLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         k, n_in, n_out = self.weight.shape
-        weight, bias = self.weight, self.bias
+        x3 = x if x.dim() == 3 and x.shape[0] == k else x.reshape(k, -1, n_in)
         if n_out == 1:  # bmm's one-column kernel rounds differently for K > 1 than for K = 1:
-            weight, bias = weight.expand(k, n_in, 2), bias.expand(k, 1, 2)  # two columns agree
-        out = torch.baddbmm(bias, x.reshape(k, -1, n_in), weight)[..., :n_out]
-        return out.reshape(*x.shape[:-1], n_out)
+            weight, bias = self.weight.expand(k, n_in, 2), self.bias.expand(k, 1, 2)  # 2 agree
+            out = torch.baddbmm(bias, x3, weight)[..., :1]
+        else:
+            out = torch.baddbmm(self.bias, x3, self.weight)
+        return out if x3 is x else out.reshape(*x.shape[:-1], n_out)
 
 
 class ActorCritic(nn.Module):

@@ -191,14 +191,17 @@ class Trainer:
             action, logprobs[t], values[t] = model.act(obs[t], generators=samplers)
             actions.append(action)
             acts = action.cpu().numpy()
-            final_obs = torch.zeros_like(obs[t])  # true final observations of truncated envs
+            finals = []  # (seed, env indices, true final observations) of truncated episodes
             for k, r in enumerate(runs):
                 reward, term, trunc, idx, final = r.step(acts[k])
                 rewards[t, k] = torch.from_numpy(reward)
                 terminated[t, k], truncated[t, k] = torch.from_numpy(term), torch.from_numpy(trunc)
                 if final is not None:
-                    final_obs[k, torch.from_numpy(idx)] = torch.from_numpy(final).to(dev)
-            if truncated[t].any():  # bootstrap a truncated episode from V(true final observation)
+                    finals.append((k, torch.from_numpy(idx), torch.from_numpy(final)))
+            if finals:  # bootstrap a truncated episode from V(true final observation)
+                final_obs = torch.zeros_like(obs[t])
+                for k, idx, final in finals:
+                    final_obs[k, idx] = final.to(dev)
                 final_values[t] = torch.where(truncated[t], model.value(final_obs), 0.0)
         last_value = model.value(torch.from_numpy(np.stack([r.obs for r in runs])).to(dev))
         next_values = torch.cat([values[1:], last_value[None]])

@@ -207,8 +207,14 @@ def _take(data: dict[str, Tensor], idx: Tensor, agents: bool) -> dict[str, Tenso
     """The minibatch `idx` ([K, mb] positions, one row per agent; K = 1 for a single run)."""
     if not agents:
         return {k: v[idx[0].to(v.device)] for k, v in data.items()}
-    rows = torch.arange(idx.shape[0])[:, None]
-    return {k: v[rows.to(v.device), idx.to(v.device)] for k, v in data.items()}
+    n_agents, n = idx.shape[0], next(iter(data.values())).shape[1]
+    flat = (idx + n * torch.arange(n_agents)[:, None]).reshape(-1)  # one gather over K * n rows
+    return {
+        k: v.reshape(n_agents * n, *v.shape[2:])[flat.to(v.device)].reshape(
+            *idx.shape, *v.shape[2:]
+        )
+        for k, v in data.items()
+    }
 
 
 def clip_grad_norm_per_agent_(params: Sequence[Tensor], max_norm: float) -> Tensor:
