@@ -108,7 +108,8 @@ def test_cli_seeds_run_folders_json_evaluate_and_resume(tmp_path, capsys):
     assert train_cli.main([*argv, *TINY]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [r["seed"] for r in summary["runs"]] == [0, 1] and summary["wall_s"] > 0
-    assert {"env", "total_steps", "eval_mean", "threshold_steps", "out"} <= summary["runs"][0].keys()
+    keys = {"env", "total_steps", "eval_mean", "threshold_steps", "out"}
+    assert keys <= summary["runs"][0].keys()
     for k in (0, 1):
         run = out / f"seed-{k}"
         for name in ("checkpoint.pt", "progress.csv", "learning_curve.png", "result.json"):
