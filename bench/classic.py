@@ -2,6 +2,8 @@
 
     python -m bench.classic --env CartPole-v1 --seeds 5
     python -m bench.classic --env LunarLander-v3 --seeds 5 --sb3-seeds 1
+    python -m bench.classic --env CartPole-v1 --seeds 8 --batched   # many seeds at once
+    python -m bench.classic --env CartPole-v1 --k-table 1,2,4,8,16
 
 Both sides run in this process with torch.set_num_threads(1), seed after seed (ours, then SB3),
 and are measured alike: every --eval-every env steps the deterministic policy plays 20 episodes
@@ -14,6 +16,11 @@ only for solved runs. Evaluation time is excluded from every wall-clock. The sam
 row runs our trainer with SB3's exact CartPole hyperparameters for the same number of steps,
 beside the gradient steps alone (an upper bound for an eager-PyTorch trainer of this network).
 SB3 is a bench-only dependency (pip install stable-baselines3).
+
+--batched: the same seeds trained as one batched run (`classic.train --seeds`), beside each seed
+trained alone, graded alike; the ratio is the batched run's training wall-clock (to its last
+seed's stop) over the median single run's. --k-table: K = 1, 2, 4, ... seeds at once for a fixed
+budget without evaluations: wall-clock and per-seed SPS.
 """
 
 from __future__ import annotations
@@ -21,18 +28,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from classic.checkpoint import build_policy
+from classic.checkpoint import build_model, load_checkpoint, restore_policy
 from classic.config import TrainConfig
 from classic.envs import make_vec_env, policy_dims
 from classic.evaluate import Policy, evaluate_policy, torch_policy
-from classic.train import FINAL_EVAL_SEED, PERIODIC_EVAL_SEED, Trainer, confirms
+from classic.train import FINAL_EVAL_SEED, PERIODIC_EVAL_SEED, Trainer, confirms, train_seeds
 
 THRESHOLDS = {"CartPole-v1": 475.0, "LunarLander-v3": 200.0}
 HELD_OUT_SEED = 30_000  # + seed: episodes that neither stop rule (periodic, final) ever played
@@ -108,7 +117,7 @@ def gradient_step_floor_sps(cfg: TrainConfig, repeats: int = 2) -> float:
     envs = make_vec_env(cfg.env_id, 1)
     dims = policy_dims(envs)
     envs.close()
-    model = build_policy(cfg, dims)[0]  # the trainer's network for this config
+    model = build_model(cfg, dims)  # the trainer's network for this config
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5, fused=True)
     n = cfg.minibatch_size
     obs = torch.randn(n, dims["obs_dim"])
@@ -133,7 +142,7 @@ def gradient_step_floor_sps(cfg: TrainConfig, repeats: int = 2) -> float:
 def run_ours(cfg: TrainConfig, held_out: bool = True) -> dict[str, Any]:
     """Our trainer on `cfg`, then (`held_out`) its final policy on the held-out episodes."""
     trainer = Trainer(cfg)
-    r = trainer.run()
+    r = trainer.run()[0]
     policy = torch_policy(trainer.model, trainer.normalizer, True, cfg.device)
     return {
         "side": "ours",
@@ -221,6 +230,94 @@ def run_sb3(
     }
 
 
+def run_batched(cfg: TrainConfig, seeds: list[int]) -> tuple[list[dict[str, Any]], float]:
+    """`seeds` as one batched run (the many-seeds trainer), each graded on its held-out episodes
+    from its run folder; returns the per-seed rows and the process wall-clock (evaluations
+    included)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tic = time.perf_counter()
+        results = train_seeds(cfg, seeds, tmp)
+        process_wall = time.perf_counter() - tic
+        rows = []
+        for r in results:
+            _, model, normalizer = restore_policy(load_checkpoint(r.out))
+            policy = torch_policy(model, normalizer, True, cfg.device)
+            rows.append(
+                {
+                    "side": "ours, batched",
+                    "seed": r.seed,
+                    "steps_to_threshold": r.threshold_steps,
+                    "wall_to_threshold": r.threshold_wall_s,
+                    "final_eval": r.eval_mean,
+                    "held_out_eval": held_out_eval(policy, cfg.env_id, r.seed),
+                    "total_steps": r.total_steps,
+                    "wall_s": r.wall_s,
+                    "sps": r.sps,
+                }
+            )
+    return rows, process_wall
+
+
+def batched_report(cfg: TrainConfig, seeds: list[int]) -> str:
+    """The batched run of `seeds` beside each seed alone (markdown)."""
+    alone = []
+    for seed in seeds:
+        tic = time.perf_counter()
+        alone.append(run_ours(replace(cfg, seed=seed)))
+        alone[-1]["process_wall"] = time.perf_counter() - tic
+        print(json.dumps(alone[-1]), flush=True)
+    batched, process_wall = run_batched(cfg, seeds)
+    for row in batched:
+        print(json.dumps(row), flush=True)
+    target = THRESHOLDS[cfg.env_id]
+    solved = lambda rows: sum(r["held_out_eval"] >= target for r in rows)  # noqa: E731
+    one = statistics.median(r["wall_s"] for r in alone)
+    many = max(r["wall_s"] for r in batched)  # the batched run's training ends with its last seed
+    same = all(
+        (a["total_steps"], a["final_eval"]) == (b["total_steps"], b["final_eval"])
+        for a, b in zip(alone, batched, strict=True)
+    )
+    lines = [
+        f"{cfg.env_id}, {len(seeds)} seeds, threshold {target:g} on {HELD_OUT_EPISODES} held-out "
+        "episodes",
+        "",
+        "| run | solved (held-out) | training wall (s) | process wall incl. evaluations (s) |",
+        "|---|---|---|---|",
+        f"| each seed alone | {solved(alone)}/{len(seeds)} | median {one:.1f}, sum "
+        f"{sum(r['wall_s'] for r in alone):.1f} | "
+        f"sum {sum(r['process_wall'] for r in alone):.1f} |",
+        f"| one batched run | {solved(batched)}/{len(seeds)} | {many:.1f} (to the last seed's "
+        f"stop) | {process_wall:.1f} |",
+        "",
+        f"batched / median single run (training wall): **{many / one:.2f}x**; per-seed runs "
+        f"identical to the single runs (steps, confirmation eval): {same}",
+    ]
+    return "\n".join(lines)
+
+
+def k_table(cfg: TrainConfig, ks: list[int]) -> str:
+    """Fixed budget, no evaluation: K seeds at once for each K (markdown)."""
+    cfg = replace(cfg, target_return=None, eval_every=0, eval_episodes=0)
+    lines = [
+        f"{cfg.env_id}, {cfg.total_timesteps:,} steps per seed, no evaluations",
+        "",
+        f"| K seeds | wall (s) | wall / K={ks[0]} | per-seed SPS | total SPS |",
+        "|---|---|---|---|---|",
+    ]
+    base = None
+    for k in ks:
+        tic = time.perf_counter()
+        train_seeds(cfg, list(range(k)))
+        wall = time.perf_counter() - tic
+        base = base or wall  # the first K of the list (K = 1 in the README's table)
+        lines.append(
+            f"| {k} | {wall:.1f} | {wall / base:.2f} | {cfg.total_timesteps / wall:,.0f} | "
+            f"{k * cfg.total_timesteps / wall:,.0f} |"
+        )
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def _median(runs: list[dict[str, Any]], key: str) -> float | None:
     values = [r[key] for r in runs if r[key] is not None]
     return statistics.median(values) if values else None
@@ -291,10 +388,25 @@ def main() -> None:
     parser.add_argument(
         "--same-work-steps", type=int, default=100_000, help="0 skips the same-work row"
     )
+    parser.add_argument(
+        "--batched", action="store_true", help="seeds 0..N-1 batched vs alone (no SB3)"
+    )
+    parser.add_argument("--k-table", help="e.g. 1,2,4,8,16: K seeds at once, fixed budget")
+    parser.add_argument("--k-steps", type=int, default=20_480, help="budget per seed, --k-table")
     args = parser.parse_args()
     torch.set_num_threads(1)
     preset = TrainConfig.for_env(args.env)
     eval_every = args.eval_every or preset.eval_every
+    quiet = dict(progress=False, tensorboard=False)
+    if args.k_table:
+        cfg = replace(preset, total_timesteps=args.k_steps, **quiet)
+        print("\n" + k_table(cfg, [int(k) for k in args.k_table.split(",")]))
+        return
+    if args.batched:
+        budget = args.ours_budget or preset.total_timesteps
+        cfg = replace(preset, total_timesteps=budget, eval_every=eval_every, **quiet)
+        print("\n" + batched_report(cfg, list(range(args.seeds))))
+        return
     sb3_seeds = (
         0 if args.skip_sb3 else (args.sb3_seeds if args.sb3_seeds is not None else args.seeds)
     )
