@@ -304,6 +304,7 @@ def k_table(cfg: TrainConfig, ks: list[int]) -> str:
         f"| K seeds | wall (s) | wall / K={ks[0]} | per-seed SPS | total SPS |",
         "|---|---|---|---|---|",
     ]
+    train_seeds(replace(cfg, total_timesteps=2 * cfg.batch_size), [0])  # warm-up, not timed
     base = None
     for k in ks:
         tic = time.perf_counter()
