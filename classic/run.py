@@ -138,6 +138,8 @@ class SeedRun:
         self.obs = self.normalizer.obs(self.envs.reset(seed=cfg.seed)[0], update=True)
         self.logger: RunLogger | None = None
         self.start_step, self.start_wall = 0, 0.0
+        # (model, optimizer) state slices of a seed that has left the batch (it is done)
+        self.frozen: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     @property
     def finished(self) -> bool:

@@ -100,6 +100,7 @@ class Trainer:
         try:
             for c, out in zip(cfgs, outs, strict=True):
                 self.runs.append(SeedRun(c, out))
+            self.active = list(range(len(self.runs)))  # the seeds in the model, in its order
             self.model = build_model(self.cfg, self.runs[0].dims, [r.sampler for r in self.runs])
             # fused: one kernel for all parameters, about 20% faster steps for these small MLPs
             self.optimizer = self._adam(self.model)
@@ -109,7 +110,6 @@ class Trainer:
             for r in self.runs:
                 r.envs.close()
             raise
-        self.active = list(range(len(self.runs)))  # the seeds still training, in model order
 
     def _adam(self, model: ActorCritic) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=self.cfg.lr, eps=1e-5, fused=True)
@@ -122,24 +122,32 @@ class Trainer:
     # --- checkpoints -------------------------------------------------------------------------
 
     def _restore(self) -> None:
-        """Each seed's checkpoint into its SeedRun, their model and optimizer slices stacked."""
-        models, optimizers = [], []
+        """Each seed's checkpoint into its SeedRun; the unfinished seeds' model and optimizer
+        slices stacked into the batch (a seed that had finished stays out of it)."""
+        states = []
         for r in self.runs:
             path = r.ckpt_path()
-            state = load_checkpoint(path, env_id=r.cfg.env_id)
+            states.append(load_checkpoint(path, env_id=r.cfg.env_id))
             with checkpoint_errors(path):
-                r.restore(state)
-                models.append(state["model"])
-                optimizers.append(state["optimizer"])
-        steps = {r.global_step for r in self.runs if not r.finished}
+                r.restore(states[-1])
+                if r.finished:
+                    r.frozen = (states[-1]["model"], states[-1]["optimizer"])
+        self.active = [k for k, r in enumerate(self.runs) if not r.finished]
+        steps = {self.runs[k].global_step for k in self.active}
         if len(steps) > 1:
             raise ClassicError(
                 f"the unfinished seeds' checkpoints are at different steps {sorted(steps)} (a "
                 "save was cut short): resume them one by one with --seed, or start over"
             )
-        with checkpoint_errors(self.runs[0].ckpt_path()):
-            self.model.load_state_dict(stack_agents(models))
-            self.optimizer.load_state_dict(stack_agents(optimizers))
+        if not self.active:
+            return
+        with checkpoint_errors(self.runs[self.active[0]].ckpt_path()):
+            self.model = build_model(self.cfg, self.runs[0].dims, [None] * len(self.active))
+            self.model.load_state_dict(stack_agents([states[k]["model"] for k in self.active]))
+            self.optimizer = self._adam(self.model)
+            self.optimizer.load_state_dict(
+                stack_agents([states[k]["optimizer"] for k in self.active])
+            )
             for p in self.model.parameters():
                 for value in self.optimizer.state[p].values():
                     if value.dim() and value.shape != p.shape:
@@ -162,12 +170,16 @@ class Trainer:
         self.optimizer = self._adam(self.model)
         self.optimizer.load_state_dict(stack_agents([agent_slice(optim_state, i) for i in keep]))
 
-    def agent_model(self, i: int) -> ActorCritic:
-        """Active seed i's network alone (the model itself when it holds one seed)."""
-        if self.model.n_agents == 1:
+    def agent_model(self, run: SeedRun) -> ActorCritic:
+        """The seed's network alone (the model itself when it holds that one seed only)."""
+        if run.frozen is not None:
+            state = run.frozen[0]
+        elif self.model.n_agents == 1:
             return self.model
-        model = build_model(self.cfg, self.runs[0].dims)
-        model.load_state_dict(self.model.agent_state(i))
+        else:
+            state = self.model.agent_state(self.active.index(self.runs.index(run)))
+        model = build_model(self.cfg, run.dims)
+        model.load_state_dict(state)
         return model
 
     # --- one iteration -----------------------------------------------------------------------
@@ -242,9 +254,8 @@ class Trainer:
         )
 
     def evaluate(self, run: SeedRun, n_episodes: int, seed: int) -> np.ndarray:
-        """Deterministic returns of an active seed, normaliser frozen (no RNG consumed)."""
-        model = self.agent_model(self.active.index(self.runs.index(run)))
-        policy = torch_policy(model, run.normalizer, True, self.cfg.device)
+        """Deterministic returns of a seed's policy, normaliser frozen (no RNG consumed)."""
+        policy = torch_policy(self.agent_model(run), run.normalizer, True, self.cfg.device)
         return evaluate_policy(policy, run.cfg.env_id, n_episodes, seed=seed)
 
     def final_evaluation(self, run: SeedRun) -> np.ndarray | None:
@@ -310,18 +321,22 @@ class Trainer:
             self._save(i)
 
     def _finish_done(self, results: list[TrainResult | None]) -> None:
-        """Save, evaluate and write out the active seeds that are done; they leave the batch."""
+        """The seeds that are done leave the batch (their slices kept), then each is saved,
+        evaluated and written out."""
         done = [i for i, k in enumerate(self.active) if self.runs[k].finished]
+        model, optimizer = self.model.state_dict(), self.optimizer.state_dict()
         for i in done:
-            run = self.runs[self.active[i]]
-            self._save(i)
-            final = run.confirmed if run.confirmed is not None else self.final_evaluation(run)
-            result = _result(run, final)
-            run.write_result(result.summary())
-            run.close()
-            results[self.active[i]] = result
+            self.runs[self.active[i]].frozen = (agent_slice(model, i), agent_slice(optimizer, i))
         if done:
             self._keep([i for i in range(len(self.active)) if i not in done])
+        for k, run in enumerate(self.runs):
+            if run.frozen is None or results[k] is not None:
+                continue
+            run.save(*run.frozen)
+            final = run.confirmed if run.confirmed is not None else self.final_evaluation(run)
+            results[k] = _result(run, final)
+            run.write_result(results[k].summary())
+            run.close()
 
 
 def _result(run: SeedRun, final: np.ndarray | None) -> TrainResult:

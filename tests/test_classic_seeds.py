@@ -102,6 +102,22 @@ def test_a_finished_seed_leaves_the_batch(monkeypatch):
     assert {n for _, n in calls[4:]} == {2} and 1 not in {s for s, _ in calls[4:]}
 
 
+def test_resume_after_a_seed_finished_continues_the_others(monkeypatch, tmp_path):
+    """Seed 1 stopped at its first check (its Adam has taken fewer steps than the others'): a
+    resume leaves it out of the batch and continues seeds 0 and 2."""
+
+    def stub(self, run, n_episodes, seed):
+        return np.full(n_episodes, 500.0 if run.cfg.seed == 1 else 10.0) + np.arange(n_episodes)
+
+    monkeypatch.setattr(Trainer, "evaluate", stub)
+    cfg = cartpole(total_timesteps=1_024, eval_every=512, target_return=475.0)
+    first = train_seeds(cfg, [0, 1, 2], tmp_path)
+    assert [r.total_steps for r in first] == [1_024, 512, 1_024]
+    resumed = train_seeds(replace(cfg, total_timesteps=2_048), [0, 1, 2], tmp_path, resume=True)
+    assert [r.total_steps for r in resumed] == [2_048, 512, 2_048]
+    assert load_checkpoint(tmp_path / "seed-1")["global_step"] == 512
+
+
 def test_cli_seeds_run_folders_json_evaluate_and_resume(tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = ["--env", "CartPole-v1", "--seeds", "0-1", "--out", str(out), "--no-anneal-lr"]
