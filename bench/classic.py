@@ -14,8 +14,9 @@ held-out episodes (HELD_OUT_SEED + seed) that neither stop rule saw: a run is so
 held-out mean reaches the threshold, and "steps/wall to threshold" (the confirmed stop) count
 only for solved runs. MuJoCo envs have no threshold: both sides train their whole budget and
 the table compares the held-out return and the wall-clock. Evaluation time is excluded from
-every wall-clock. The same-work row runs our trainer with SB3's exact CartPole
-hyperparameters for the same number of steps, beside the gradient steps alone (an upper bound for an eager-PyTorch trainer of this network).
+every wall-clock. The same-work row runs our trainer with SB3's exact CartPole hyperparameters
+for the same number of steps, beside the gradient steps alone (an upper bound for an
+eager-PyTorch trainer of this network).
 SB3 is a bench-only dependency (pip install stable-baselines3).
 """
 
