@@ -71,10 +71,12 @@ def write_gif(policy: Policy, env_id: str, path: str, *, seed: int) -> int:
     """Render one episode (rgb_array) into the GIF `path`; returns its number of frames.
 
     MuJoCo renders through OpenGL: MUJOCO_GL=egl (headless, libEGL) unless the caller chose a
-    backend (see `main`); a failure to render is a ClassicError naming what to install.
+    backend (gymnasium reads it when the renderer is made; unset, it tries glfw first, which
+    fails without a display); a failure to render is a ClassicError naming what to install.
     """
     import imageio.v3 as iio
 
+    os.environ.setdefault("MUJOCO_GL", "egl")
     envs = make_vec_env(env_id, 1, render_mode="rgb_array")
     try:
         obs, _ = envs.reset(seed=seed)
@@ -102,8 +104,6 @@ def write_gif(policy: Policy, env_id: str, path: str, *, seed: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # before mujoco is first imported (it picks its OpenGL backend then); egl renders headless
-    os.environ.setdefault("MUJOCO_GL", "egl")
     parser = argparse.ArgumentParser(
         prog="python -m classic.evaluate", description="Evaluate a classic.train run."
     )
