@@ -161,8 +161,8 @@ def _has_type(value: Any, hint: Any) -> bool:
 #   4 x 512 steps, lr 1e-3 annealed, normalised observations and rewards, 2e5 steps. With
 #   8 x 256 steps and minibatch 256 (1/16 of zoo's gradient steps per env step) seed 0 scored
 #   -273 +- 179 on 100 episodes (some starts never swing up); minibatch 64 (half zoo's rate):
-#   -183 and -193 held-out on seeds 0 and 1. The 100-episode confirmation (std ~100) rarely
-#   passes by a 2-standard-error margin, so runs mostly use the whole budget.
+#   -183 to -193 held-out on seeds 0-4 (bench/README.md). The 100-episode confirmation (std ~100)
+#   does not pass by a 2-standard-error margin, so the runs use the whole budget.
 # - LunarLanderContinuous-v3, zoo: the LunarLander-v2 values. Ours: our LunarLander-v3 preset.
 # - HalfCheetah-v5, Hopper-v5, zoo (v3 entries): 1 env x 512 steps, ReLU 256-256, log_std_init
 #   -2, no orthogonal init, lr ~2e-5 / ~1e-4, VecNormalize. Ours: CleanRL's
