@@ -2,6 +2,8 @@
 
     python -m bench.classic --env CartPole-v1 --seeds 5
     python -m bench.classic --env LunarLander-v3 --seeds 5 --sb3-seeds 1
+    python -m bench.classic --env Pendulum-v1 --seeds 5            # also LunarLanderContinuous-v3
+    python -m bench.classic --env HalfCheetah-v5 --seeds 1 --sb3-seeds 1       # also Hopper-v5
     python -m bench.classic --env CartPole-v1 --seeds 8 --batched   # many seeds at once
     python -m bench.classic --env CartPole-v1 --k-table 1,2,4,8,16
 
@@ -12,9 +14,11 @@ confirmed on the 100 final-evaluation episodes with classic's margin (`classic.t
 mean - 2 std / sqrt(100) >= threshold), and training stops. Then both sides are graded on 100
 held-out episodes (HELD_OUT_SEED + seed) that neither stop rule saw: a run is solved when that
 held-out mean reaches the threshold, and "steps/wall to threshold" (the confirmed stop) count
-only for solved runs. Evaluation time is excluded from every wall-clock. The same-work
-row runs our trainer with SB3's exact CartPole hyperparameters for the same number of steps,
-beside the gradient steps alone (an upper bound for an eager-PyTorch trainer of this network).
+only for solved runs. MuJoCo envs have no threshold: both sides train their whole budget and
+the table compares the held-out return and the wall-clock. Evaluation time is excluded from
+every wall-clock. The same-work row runs our trainer with SB3's exact CartPole hyperparameters
+for the same number of steps, beside the gradient steps alone (an upper bound for an
+eager-PyTorch trainer of this network).
 SB3 is a bench-only dependency (pip install stable-baselines3).
 
 --batched: the same seeds trained as one batched run (`classic.train --seeds`), beside each seed
@@ -43,7 +47,13 @@ from classic.envs import make_vec_env, policy_dims
 from classic.evaluate import Policy, evaluate_policy, torch_policy
 from classic.train import FINAL_EVAL_SEED, PERIODIC_EVAL_SEED, Trainer, confirms, train_seeds
 
-THRESHOLDS = {"CartPole-v1": 475.0, "LunarLander-v3": 200.0}
+# MuJoCo envs have no threshold: the bench compares the final held-out return and the wall-clock.
+THRESHOLDS = {
+    "CartPole-v1": 475.0,
+    "LunarLander-v3": 200.0,
+    "Pendulum-v1": -200.0,
+    "LunarLanderContinuous-v3": 200.0,
+}
 HELD_OUT_SEED = 30_000  # + seed: episodes that neither stop rule (periodic, final) ever played
 HELD_OUT_EPISODES = 100
 
@@ -60,7 +70,15 @@ def lin(initial: float) -> Callable[[float], float]:
 
 
 # rl-zoo hyperparams/ppo.yml (https://github.com/DLR-RM/rl-baselines3-zoo), PPO section;
-# LunarLander-v3 uses the LunarLander-v2 entry. n_timesteps is the budget of both sides.
+# LunarLander(Continuous)-v3 use the -v2 entries, HalfCheetah-v5 and Hopper-v5 the -v3 entries (the
+# tuned MuJoCo set). n_timesteps is the budget of both sides. normalize: VecNormalize (obs and
+# reward); the SB3 policy is evaluated on observations normalised with the frozen statistics.
+_ZOO_MUJOCO_NET = dict(
+    log_std_init=-2,
+    ortho_init=False,
+    activation_fn=torch.nn.ReLU,
+    net_arch=dict(pi=[256, 256], vf=[256, 256]),
+)
 ZOO: dict[str, dict[str, Any]] = {
     "CartPole-v1": dict(
         n_envs=8,
@@ -83,6 +101,61 @@ ZOO: dict[str, dict[str, Any]] = {
         gamma=0.999,
         n_epochs=4,
         ent_coef=0.01,
+    ),
+    "Pendulum-v1": dict(
+        n_envs=4,
+        n_timesteps=100_000,
+        n_steps=1024,
+        gae_lambda=0.95,
+        gamma=0.9,
+        n_epochs=10,
+        ent_coef=0.0,
+        learning_rate=1e-3,
+        clip_range=0.2,
+        use_sde=True,
+        sde_sample_freq=4,
+    ),
+    "LunarLanderContinuous-v3": dict(
+        n_envs=16,
+        n_timesteps=1_000_000,
+        n_steps=1024,
+        batch_size=64,
+        gae_lambda=0.98,
+        gamma=0.999,
+        n_epochs=4,
+        ent_coef=0.01,
+    ),
+    "HalfCheetah-v5": dict(
+        normalize=True,
+        n_envs=1,
+        n_timesteps=1_000_000,
+        batch_size=64,
+        n_steps=512,
+        gamma=0.98,
+        learning_rate=2.0633e-05,
+        ent_coef=0.000401762,
+        clip_range=0.1,
+        n_epochs=20,
+        gae_lambda=0.92,
+        max_grad_norm=0.8,
+        vf_coef=0.58096,
+        policy_kwargs=_ZOO_MUJOCO_NET,
+    ),
+    "Hopper-v5": dict(
+        normalize=True,
+        n_envs=1,
+        n_timesteps=1_000_000,
+        batch_size=32,
+        n_steps=512,
+        gamma=0.999,
+        learning_rate=9.80828e-05,
+        ent_coef=0.00229519,
+        clip_range=0.2,
+        n_epochs=5,
+        gae_lambda=0.99,
+        max_grad_norm=0.7,
+        vf_coef=0.835671,
+        policy_kwargs=_ZOO_MUJOCO_NET,
     ),
 }
 
@@ -173,9 +246,10 @@ def run_sb3(
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
 
-    target = THRESHOLDS[env_id]
-    zoo = {k: v for k, v in ZOO[env_id].items() if k not in ("n_envs", "n_timesteps")}
+    target = THRESHOLDS.get(env_id)
+    zoo = {k: v for k, v in ZOO[env_id].items() if k not in ("n_envs", "n_timesteps", "normalize")}
 
     class Threshold(BaseCallback):
         """Evaluate every eval_every steps (time excluded); stop once the threshold is confirmed."""
@@ -188,7 +262,7 @@ def run_sb3(
             self.start = time.perf_counter()
 
         def _on_step(self) -> bool:
-            if not eval_every or self.num_timesteps < self.next_eval:
+            if target is None or not eval_every or self.num_timesteps < self.next_eval:
                 return True
             self.next_eval += eval_every
             tic = time.perf_counter()
@@ -205,9 +279,13 @@ def run_sb3(
 
     torch.set_num_threads(1)
     envs = make_vec_env(env_id, n_envs=ZOO[env_id]["n_envs"], seed=seed)
+    if ZOO[env_id].get("normalize"):
+        envs = VecNormalize(envs, gamma=zoo.get("gamma", 0.99))  # as rl-zoo
     model = PPO("MlpPolicy", envs, seed=seed, device="cpu", verbose=0, **zoo)
 
     def policy(obs: np.ndarray) -> np.ndarray:
+        if isinstance(envs, VecNormalize):
+            obs = envs.normalize_obs(obs)  # frozen statistics: normalize_obs does not update
         return model.predict(obs, deterministic=True)[0]
 
     callback = Threshold()
@@ -375,11 +453,40 @@ def table(runs: list[dict[str, Any]], env_id: str) -> str:
     return "\n".join(lines)
 
 
+def return_table(runs: list[dict[str, Any]], env_id: str) -> str:
+    """For envs without a threshold (MuJoCo): the held-out return and wall-clock of each run at
+    the full budget, per-side medians and the ours/SB3 ratios (markdown)."""
+    lines = [
+        f"{env_id}: final policy graded on {HELD_OUT_EPISODES} held-out deterministic episodes",
+        "",
+        "| side | seed | steps | wall (s) | held-out eval (100 ep) | SPS |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r['side']} | {r['seed']} | {r['total_steps']:,} | {_fmt(r['wall_s'], 1)} | "
+            f"{_fmt(r['held_out_eval'])} | {_fmt(r['sps'], 0)} |"
+        )
+    lines += ["", "| side | median held-out eval | median wall (s) |", "|---|---|---|"]
+    med = {}
+    for side in ("ours", "sb3"):
+        rs = [r for r in runs if r["side"] == side]
+        if rs:
+            med[side] = {k: _median(rs, k) for k in ("held_out_eval", "wall_s")}
+            lines.append(
+                f"| {side} | {_fmt(med[side]['held_out_eval'])} | {_fmt(med[side]['wall_s'], 1)} |"
+            )
+    if len(med) == 2:
+        ratio = [med["ours"][k] / med["sb3"][k] for k in ("held_out_eval", "wall_s")]
+        lines.append(f"| ours/SB3 | {ratio[0]:.2f} | {ratio[1]:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--env", default="CartPole-v1", choices=sorted(THRESHOLDS))
+    parser.add_argument("--env", default="CartPole-v1", choices=sorted(ZOO))
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 for ours")
     parser.add_argument("--sb3-seeds", type=int, help="seeds for SB3 (default: --seeds)")
     parser.add_argument("--skip-sb3", action="store_true")
@@ -429,7 +536,7 @@ def main() -> None:
             runs.append(run_sb3(args.env, seed, budget=budget, eval_every=eval_every))
             print(json.dumps(runs[-1]), flush=True)
     print()
-    print(table(runs, args.env))
+    print(table(runs, args.env) if args.env in THRESHOLDS else return_table(runs, args.env))
     if args.env == "CartPole-v1" and args.same_work_steps:
         n = args.same_work_steps
         cfg = zoo_as_ours(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -67,14 +68,27 @@ def evaluate_policy(
 
 
 def write_gif(policy: Policy, env_id: str, path: str, *, seed: int) -> int:
-    """Render one episode (rgb_array) into the GIF `path`; returns its number of frames."""
+    """Render one episode (rgb_array) into the GIF `path`; returns its number of frames.
+
+    MuJoCo renders through OpenGL: MUJOCO_GL=egl (headless, libEGL) unless the caller chose a
+    backend (gymnasium reads it when the renderer is made; unset, it tries glfw first, which
+    fails without a display); a failure to render is a ClassicError naming what to install.
+    """
     import imageio.v3 as iio
 
+    os.environ.setdefault("MUJOCO_GL", "egl")
     envs = make_vec_env(env_id, 1, render_mode="rgb_array")
     try:
         obs, _ = envs.reset(seed=seed)
         env = envs.envs[0]
-        frames, done = [env.render()], False
+        try:
+            frames, done = [env.render()], False
+        except Exception as err:  # mujoco.FatalError, AttributeError from PyOpenGL, ...
+            raise ClassicError(
+                f"cannot render {env_id} ({type(err).__name__}: {err}); MuJoCo needs an OpenGL "
+                "backend: MUJOCO_GL=egl (apt install libegl1) or MUJOCO_GL=osmesa "
+                "(apt install libosmesa6)"
+            ) from err
         while not done:
             obs, _, terminated, truncated, _ = envs.step(
                 env_actions(envs.single_action_space, policy(obs))
