@@ -70,7 +70,8 @@ def test_preset_trains_and_resumes(env_id, tmp_path, capsys):
     else:
         assert_same_rows(rows_without_time(resumed.history), rows_without_time(whole.history[2:]))
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert state["model"]["log_std"].shape == (make_vec_env(env_id, 1).single_action_space.shape)
+    action_shape = make_vec_env(env_id, 1).single_action_space.shape
+    assert state["model"]["log_std"].shape == (1, *action_shape)  # one agent's state-free log-std
 
 
 def test_sb3_side_with_vecnormalize_is_graded_on_frozen_stats():
