@@ -45,7 +45,14 @@ from classic.checkpoint import build_model, load_checkpoint, restore_policy
 from classic.config import TrainConfig
 from classic.envs import make_vec_env, policy_dims
 from classic.evaluate import Policy, evaluate_policy, torch_policy
-from classic.train import FINAL_EVAL_SEED, PERIODIC_EVAL_SEED, Trainer, confirms, train_seeds
+from classic.train import (
+    FINAL_EVAL_SEED,
+    PERIODIC_EVAL_SEED,
+    Trainer,
+    TrainResult,
+    confirms,
+    train_seeds,
+)
 
 # MuJoCo envs have no threshold: the bench compares the final held-out return and the wall-clock.
 THRESHOLDS = {
@@ -79,6 +86,16 @@ _ZOO_MUJOCO_NET = dict(
     activation_fn=torch.nn.ReLU,
     net_arch=dict(pi=[256, 256], vf=[256, 256]),
 )
+_ZOO_LUNAR = dict(  # LunarLander-v2 and LunarLanderContinuous-v2
+    n_envs=16,
+    n_timesteps=1_000_000,
+    n_steps=1024,
+    batch_size=64,
+    gae_lambda=0.98,
+    gamma=0.999,
+    n_epochs=4,
+    ent_coef=0.01,
+)
 ZOO: dict[str, dict[str, Any]] = {
     "CartPole-v1": dict(
         n_envs=8,
@@ -92,16 +109,7 @@ ZOO: dict[str, dict[str, Any]] = {
         learning_rate=lin(0.001),
         clip_range=lin(0.2),
     ),
-    "LunarLander-v3": dict(
-        n_envs=16,
-        n_timesteps=1_000_000,
-        n_steps=1024,
-        batch_size=64,
-        gae_lambda=0.98,
-        gamma=0.999,
-        n_epochs=4,
-        ent_coef=0.01,
-    ),
+    "LunarLander-v3": _ZOO_LUNAR,
     "Pendulum-v1": dict(
         n_envs=4,
         n_timesteps=100_000,
@@ -115,16 +123,7 @@ ZOO: dict[str, dict[str, Any]] = {
         use_sde=True,
         sde_sample_freq=4,
     ),
-    "LunarLanderContinuous-v3": dict(
-        n_envs=16,
-        n_timesteps=1_000_000,
-        n_steps=1024,
-        batch_size=64,
-        gae_lambda=0.98,
-        gamma=0.999,
-        n_epochs=4,
-        ent_coef=0.01,
-    ),
+    "LunarLanderContinuous-v3": _ZOO_LUNAR,  # rl-zoo's entry repeats LunarLander's values
     "HalfCheetah-v5": dict(
         normalize=True,
         n_envs=1,
@@ -217,13 +216,18 @@ def run_ours(cfg: TrainConfig, held_out: bool = True) -> dict[str, Any]:
     trainer = Trainer(cfg)
     r = trainer.run()[0]
     policy = torch_policy(trainer.model, trainer.normalizer, True, cfg.device)
+    return ours_row("ours", r, held_out_eval(policy, cfg.env_id, cfg.seed) if held_out else None)
+
+
+def ours_row(side: str, r: TrainResult, held_out: float | None) -> dict[str, Any]:
+    """The bench row of one of our runs (the same keys as run_sb3's)."""
     return {
-        "side": "ours",
-        "seed": cfg.seed,
+        "side": side,
+        "seed": r.seed,
         "steps_to_threshold": r.threshold_steps,
         "wall_to_threshold": r.threshold_wall_s,
         "final_eval": r.eval_mean,
-        "held_out_eval": held_out_eval(policy, cfg.env_id, cfg.seed) if held_out else None,
+        "held_out_eval": held_out,
         "total_steps": r.total_steps,
         "wall_s": r.wall_s,
         "sps": r.sps,
@@ -320,19 +324,7 @@ def run_batched(cfg: TrainConfig, seeds: list[int]) -> tuple[list[dict[str, Any]
         for r in results:
             _, model, normalizer = restore_policy(load_checkpoint(r.out))
             policy = torch_policy(model, normalizer, True, cfg.device)
-            rows.append(
-                {
-                    "side": "ours, batched",
-                    "seed": r.seed,
-                    "steps_to_threshold": r.threshold_steps,
-                    "wall_to_threshold": r.threshold_wall_s,
-                    "final_eval": r.eval_mean,
-                    "held_out_eval": held_out_eval(policy, cfg.env_id, r.seed),
-                    "total_steps": r.total_steps,
-                    "wall_s": r.wall_s,
-                    "sps": r.sps,
-                }
-            )
+            rows.append(ours_row("ours, batched", r, held_out_eval(policy, cfg.env_id, r.seed)))
     return rows, process_wall
 
 

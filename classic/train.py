@@ -138,33 +138,26 @@ class Trainer:
         if not self.active:
             return
         with checkpoint_errors(self.runs[self.active[0]].ckpt_path()):
-            self.model = build_model(self.cfg, self.runs[0].dims, [None] * len(self.active))
-            self.model.load_state_dict(stack_agents([states[k]["model"] for k in self.active]))
-            self.optimizer = make_adam(self.model, self.cfg.lr)
-            self.optimizer.load_state_dict(
-                stack_agents([states[k]["optimizer"] for k in self.active])
+            self._load_batch(
+                [states[k]["model"] for k in self.active],
+                [states[k]["optimizer"] for k in self.active],
             )
-            for p in self.model.parameters():
-                for value in self.optimizer.state[p].values():
-                    if value.dim() and value.shape != p.shape:
-                        raise ValueError("optimizer state of another shape than its parameter")
+
+    def _load_batch(self, models: list[dict[str, Any]], optimizers: list[dict[str, Any]]) -> None:
+        """A model and optimizer of the active seeds, from their one-seed state slices."""
+        self.model = build_model(self.cfg, self.runs[0].dims, [None] * len(models))
+        self.model.load_state_dict(stack_agents(models))
+        self.optimizer = make_adam(self.model, self.cfg.lr)
+        self.optimizer.load_state_dict(stack_agents(optimizers))
+        for p in self.model.parameters():
+            for value in self.optimizer.state[p].values():
+                if value.dim() and value.shape != p.shape:
+                    raise ValueError("optimizer state of another shape than its parameter")
 
     def _save(self, i: int) -> None:
         """Seed `self.active[i]`'s checkpoint (its slice of the model and the optimizer)."""
         model, optimizer = self.model.state_dict(), self.optimizer.state_dict()
         self.runs[self.active[i]].save(agent_slice(model, i), agent_slice(optimizer, i))
-
-    def _keep(self, keep: list[int]) -> None:
-        """Keep only the active seeds at positions `keep`: the others leave the model."""
-        model_state = self.model.state_dict()
-        optim_state = self.optimizer.state_dict()
-        self.active = [self.active[i] for i in keep]
-        if not keep:
-            return
-        self.model = build_model(self.cfg, self.runs[0].dims, [None] * len(keep))
-        self.model.load_state_dict(stack_agents([agent_slice(model_state, i) for i in keep]))
-        self.optimizer = make_adam(self.model, self.cfg.lr)
-        self.optimizer.load_state_dict(stack_agents([agent_slice(optim_state, i) for i in keep]))
 
     def agent_model(self, run: SeedRun) -> ActorCritic:
         """The seed's network alone (the model itself when it holds that one seed only)."""
@@ -320,11 +313,17 @@ class Trainer:
         """The seeds that are done leave the batch (their slices kept), then each is saved,
         evaluated and written out."""
         done = [i for i, k in enumerate(self.active) if self.runs[k].finished]
-        model, optimizer = self.model.state_dict(), self.optimizer.state_dict()
-        for i in done:
-            self.runs[self.active[i]].frozen = (agent_slice(model, i), agent_slice(optimizer, i))
         if done:
-            self._keep([i for i in range(len(self.active)) if i not in done])
+            model, optimizer = self.model.state_dict(), self.optimizer.state_dict()
+            slices = [
+                (agent_slice(model, i), agent_slice(optimizer, i)) for i in range(len(self.active))
+            ]
+            for i in done:
+                self.runs[self.active[i]].frozen = slices[i]
+            keep = [i for i in range(len(self.active)) if i not in done]
+            self.active = [self.active[i] for i in keep]
+            if keep:  # the others leave the model (with none left, the last model stays)
+                self._load_batch([slices[i][0] for i in keep], [slices[i][1] for i in keep])
         for k, run in enumerate(self.runs):
             if run.frozen is None or results[k] is not None:
                 continue
