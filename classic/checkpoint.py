@@ -145,6 +145,7 @@ def build_model(
         hidden_dim=cfg.hidden_dim,
         n_hidden=cfg.n_hidden,
         log_std_init=cfg.log_std_init,
+        sde=cfg.use_sde,
         n_agents=1 if generators is None else len(generators),
         generators=generators,
     ).to(cfg.device)

@@ -47,6 +47,8 @@ class TrainConfig(PPOConfig):
     hidden_dim: int = 64
     n_hidden: int = 2
     log_std_init: float = 0.0  # Box action spaces only
+    use_sde: bool = False  # gSDE exploration (Box only): noise linear in the actor's features
+    sde_sample_freq: int = -1  # steps between gSDE noise draws (-1: once per rollout), as SB3
     norm_obs: bool = False  # running mean/std of observations, frozen at evaluation
     norm_reward: bool = False  # scale rewards by the running std of the discounted return
     clip_obs: float = 10.0  # normalised observations are clipped to [-clip_obs, clip_obs]
@@ -77,6 +79,11 @@ class TrainConfig(PPOConfig):
             ),
             (self.hidden_dim >= 1, f"hidden_dim must be >= 1, got {self.hidden_dim}"),
             (self.n_hidden >= 1, f"n_hidden must be >= 1, got {self.n_hidden}"),
+            (
+                self.sde_sample_freq == -1 or self.sde_sample_freq >= 1,
+                f"sde_sample_freq must be -1 (once per rollout) or >= 1, got "
+                f"{self.sde_sample_freq}",
+            ),
             (self.clip_obs > 0, f"clip_obs must be > 0, got {self.clip_obs}"),
             (self.clip_reward > 0, f"clip_reward must be > 0, got {self.clip_reward}"),
             (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),

@@ -2,6 +2,11 @@
 Gaussian) action spaces, with the orthogonal initialisation of the PPO implementation details
 (Huang et al. 2022): gain sqrt(2) on hidden layers, 0.01 on the policy head, 1.0 on the value head.
 
+Box actions explore with a state-independent std (CleanRL) or, with `sde=True`, with generalized
+state-dependent exploration (gSDE, Raffin et al. 2022, as SB3's `use_sde`): the noise is a linear
+function of the actor's last hidden features z(s), a = mu(s) + z(s) E with E ~ N(0, sigma^2) a
+[hidden, action] matrix drawn per env and kept for a few steps, so a = N(mu(s), z(s)^2 sigma^2).
+
 One `ActorCritic` holds `n_agents` independent networks with their parameters stacked [K, ...]
 (each layer one batched matmul), so K seeds train as one model: their inputs are [K, ..., obs]
 and nothing mixes across agents. With K = 1 (the default) any leading shape goes, [obs] or
@@ -67,12 +72,15 @@ class ActorCritic(nn.Module):
         hidden_dim: int = 64,
         n_hidden: int = 2,
         log_std_init: float = 0.0,
+        sde: bool = False,
         n_agents: int = 1,
         generators: Generators | None = None,
     ) -> None:
         super().__init__()
         if (n_actions is None) == (action_dim is None):
             raise ValueError("ActorCritic needs exactly one of n_actions (Discrete) or action_dim")
+        if sde and n_actions is not None:
+            raise ValueError("use_sde (gSDE) needs a Box action space; this env's is Discrete")
         if obs_dim < 1 or hidden_dim < 1 or n_hidden < 1 or n_agents < 1:
             raise ValueError(
                 f"ActorCritic needs obs_dim, hidden_dim, n_hidden, n_agents >= 1, got "
@@ -81,16 +89,16 @@ class ActorCritic(nn.Module):
         generators = [None] * n_agents if generators is None else list(generators)
         if len(generators) != n_agents:
             raise ValueError(f"{len(generators)} generators for {n_agents} agents")
-        self.n_agents, self.discrete = n_agents, n_actions is not None
+        self.n_agents, self.discrete, self.sde = n_agents, n_actions is not None, sde
         n_out = n_actions if self.discrete else action_dim
         sizes = [obs_dim, *(hidden_dim,) * n_hidden]
         self.actor = self._mlp(sizes, n_out)
         self.critic = self._mlp(sizes, 1)
+        log_std_shape = (n_agents, hidden_dim, n_out) if sde else (n_agents, n_out)
         self.log_std = (
-            None
-            if self.discrete
-            else nn.Parameter(torch.full((n_agents, n_out), float(log_std_init)))
+            None if self.discrete else nn.Parameter(torch.full(log_std_shape, float(log_std_init)))
         )
+        self.exploration: Tensor | None = None  # gSDE's E, [K, n_envs, hidden, action]
         for net, out_gain in ((self.actor, 0.01), (self.critic, 1.0)):
             layers = [m for m in net if isinstance(m, AgentLinear)]
             for i, layer in enumerate(layers):  # agent k draws from generators[k] only
@@ -104,18 +112,40 @@ class ActorCritic(nn.Module):
         return nn.Sequential(*layers)
 
     def _per_agent(self, t: Tensor, like: Tensor) -> Tensor:
-        """A per-agent [K, d] tensor shaped to broadcast against `like` [K, ..., d]."""
+        """A per-agent [K, *d] tensor shaped to broadcast against `like` [K, ..., *d]."""
         if self.n_agents == 1:
             return t[0]
-        return t.view(self.n_agents, *([1] * (like.dim() - 2)), t.shape[-1])
+        return t.view(self.n_agents, *([1] * (like.dim() - t.dim())), *t.shape[1:])
 
     def distribution(self, obs: Tensor) -> Distribution:
+        return self._distribution(obs)[0]
+
+    def _distribution(self, obs: Tensor) -> tuple[Distribution, Tensor | None]:
+        """pi(.|s), and under gSDE the actor's last hidden features z(s) (detached, as SB3's
+        default: the noise does not train the features)."""
         # validate_args=False: the argument checks cost about a third of a small forward pass
-        out = self.actor(obs)
-        if self.discrete:
-            return Categorical(logits=out, validate_args=False)
-        std = self._per_agent(self.log_std, out).exp().expand_as(out)
-        return Normal(out, std, validate_args=False)
+        if not self.sde:
+            out = self.actor(obs)
+            if self.discrete:
+                return Categorical(logits=out, validate_args=False), None
+            std = self._per_agent(self.log_std, out).exp().expand_as(out)
+            return Normal(out, std, validate_args=False), None
+        *body, head = self.actor
+        latent = obs
+        for layer in body:
+            latent = layer(latent)
+        mean, latent = head(latent), latent.detach()
+        std = self._per_agent(self.log_std.exp(), latent[..., None])  # sigma [K, hidden, action]
+        variance = (latent[..., None] ** 2 * std**2).sum(-2)
+        return Normal(mean, (variance + 1e-6).sqrt(), validate_args=False), latent
+
+    @torch.no_grad()
+    def reset_noise(self, n_envs: int, generators: Generators | None = None) -> None:
+        """Draw gSDE's exploration matrices E ~ N(0, sigma^2), one per env and agent (agent k's
+        from generators[k]); `act` uses them until the next call."""
+        k, hidden, n_out = self.log_std.shape
+        z = self._noise(torch.Size((k, n_envs, hidden, n_out)), generators)
+        self.exploration = z.to(self.log_std.device) * self.log_std.exp()[:, None]
 
     def value(self, obs: Tensor) -> Tensor:
         return self.critic(obs).squeeze(-1)
@@ -145,11 +175,17 @@ class ActorCritic(nn.Module):
 
         Sampling: a ~ Categorical(p) as argmax_i p_i / E_i with E_i ~ Exp(1) (torch.multinomial's
         own method), a ~ N(mu, sigma) as mu + sigma * z; the noise comes from `generators`, one
-        per agent (input [K, ..., obs]), or from torch's global RNG.
+        per agent (input [K, ..., obs]), or from torch's global RNG. Under gSDE the noise is
+        z(s) E with the matrices of the last `reset_noise` (obs [K, n_envs, obs]).
         """
-        dist = self.distribution(obs)
+        dist, latent = self._distribution(obs)
         if deterministic:
             action = dist.probs.argmax(-1) if self.discrete else dist.mean
+        elif self.sde:  # a = mu(s) + z(s) E, E of the env (and agent) that s came from
+            if self.exploration is None:
+                raise RuntimeError("gSDE: call reset_noise(n_envs) before sampling actions")
+            exploration = self.exploration[0] if self.n_agents == 1 else self.exploration
+            action = dist.mean + (latent[..., None] * exploration).sum(-2)
         elif self.discrete:
             noise = self._noise(dist.probs.shape, generators).to(obs.device)
             action = (dist.probs / noise).argmax(-1)

@@ -187,7 +187,10 @@ class Trainer:
         truncated = torch.empty((T, K, N), dtype=torch.bool, device=dev)
         final_values = torch.zeros((T, K, N), device=dev)
         samplers = [r.sampler for r in runs]
+        resample_every = cfg.sde_sample_freq if cfg.sde_sample_freq > 0 else T
         for t in range(T):
+            if cfg.use_sde and t % resample_every == 0:  # gSDE: new exploration matrices
+                model.reset_noise(N, samplers)
             obs[t] = torch.from_numpy(np.stack([r.obs for r in runs]))
             action, logprobs[t], values[t] = model.act(obs[t], generators=samplers)
             actions.append(action)

@@ -3,17 +3,22 @@ network, normalisers and envs, resumes bit-identically, and is benchmarked again
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
 from test_classic_train import assert_same_rows, rows_without_time
+from torch.distributions import Normal
 
 from bench.classic import THRESHOLDS, ZOO, run_sb3
+from classic import train as train_cli
 from classic.config import PRESETS, TrainConfig
 from classic.envs import make_vec_env
 from classic.evaluate import write_gif
-from classic.train import train
+from classic.networks import ActorCritic
+from classic.train import train, train_seeds
 
 
 def continuous(env_id: str) -> bool:
@@ -71,7 +76,47 @@ def test_preset_trains_and_resumes(env_id, tmp_path, capsys):
         assert_same_rows(rows_without_time(resumed.history), rows_without_time(whole.history[2:]))
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     action_shape = make_vec_env(env_id, 1).single_action_space.shape
-    assert state["model"]["log_std"].shape == (1, *action_shape)  # one agent's state-free log-std
+    cfg = tiny(env_id, 1)
+    hidden = (cfg.hidden_dim,) if cfg.use_sde else ()  # gSDE: a sigma per feature and action
+    assert state["model"]["log_std"].shape == (1, *hidden, *action_shape)  # one agent's
+
+
+def test_gsde_samples_mean_plus_features_times_its_matrix():
+    """a = mu(s) + z(s) E with E fixed between reset_noise calls (one per env), and the log-prob
+    is that of N(mu(s), z(s)^2 sigma^2): the noise of a state is a function of the state."""
+    torch.manual_seed(0)
+    model = ActorCritic(3, action_dim=2, sde=True, log_std_init=-1.0)
+    model.reset_noise(4, [torch.Generator().manual_seed(1)])
+    obs = torch.randn(4, 3)
+    a1, logp, _ = model.act(obs)
+    assert torch.equal(model.act(obs)[0], a1)  # same states, same matrices: same actions
+    *body, head = model.actor
+    z = body[3](body[2](body[1](body[0](obs))))
+    expected = head(z) + torch.einsum("nh,nha->na", z, model.exploration[0])
+    torch.testing.assert_close(a1, expected)
+    std = ((z**2) @ model.log_std[0].exp() ** 2 + 1e-6).sqrt()
+    torch.testing.assert_close(logp, Normal(head(z), std).log_prob(a1).sum(-1))
+    a2 = model.act(obs + 0.5)[0] - head(body[3](body[2](body[1](body[0](obs + 0.5)))))
+    assert not torch.allclose(a2, a1 - head(z))  # another state, another noise
+    model.reset_noise(4, [torch.Generator().manual_seed(2)])
+    assert not torch.equal(model.act(obs)[0], a1)
+    with pytest.raises(ValueError, match="gSDE.*Box"):
+        ActorCritic(3, n_actions=2, sde=True)
+
+
+def test_gsde_seeds_batched_are_their_single_runs():
+    """The exploration matrices of seed k come from seed k's sampler only."""
+    cfg = replace(tiny("Pendulum-v1", 2), use_sde=True, sde_sample_freq=4, eval_episodes=2)
+    many = train_seeds(cfg, [0, 3])
+    one = train(replace(cfg, seed=3))
+    assert_same_rows(rows_without_time(many[1].history), rows_without_time(one.history))
+    assert many[1].eval_mean == one.eval_mean != many[0].eval_mean
+
+
+def test_gsde_on_a_discrete_env_is_one_error_line(capsys):
+    assert train_cli.main(["--env", "CartPole-v1", "--use-sde", "--total-timesteps", "64"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "Box" in err[0]
 
 
 def test_sb3_side_with_vecnormalize_is_graded_on_frozen_stats():
