@@ -160,19 +160,35 @@ ZOO: dict[str, dict[str, Any]] = {
 
 
 def zoo_as_ours(env_id: str, **overrides: Any) -> TrainConfig:
-    """Our TrainConfig doing SB3's work: rl-zoo's hyperparameters (the clip is not annealed)."""
+    """Our TrainConfig doing SB3's work: rl-zoo's hyperparameters, SB3's defaults where the entry
+    is silent, its network (policy_kwargs) and VecNormalize (the clip is not annealed)."""
     z = ZOO[env_id]
+    lr, clip = z.get("learning_rate", 3e-4), z.get("clip_range", 0.2)
+    net = z.get("policy_kwargs", {})
+    arch = net.get("net_arch", dict(pi=[64, 64]))["pi"]
     return TrainConfig(
         env_id=env_id,
         n_envs=z["n_envs"],
-        n_steps=z["n_steps"],
-        minibatch_size=z["batch_size"],
-        n_epochs=z["n_epochs"],
-        gamma=z["gamma"],
-        gae_lambda=z["gae_lambda"],
-        ent_coef=z["ent_coef"],
-        lr=z["learning_rate"](1.0) if callable(z.get("learning_rate")) else 3e-4,
-        anneal_lr=callable(z.get("learning_rate")),
+        n_steps=z.get("n_steps", 2048),
+        minibatch_size=z.get("batch_size", 64),
+        n_epochs=z.get("n_epochs", 10),
+        gamma=z.get("gamma", 0.99),
+        gae_lambda=z.get("gae_lambda", 0.95),
+        ent_coef=z.get("ent_coef", 0.0),
+        vf_coef=z.get("vf_coef", 0.5),
+        max_grad_norm=z.get("max_grad_norm", 0.5),
+        clip_eps=clip(1.0) if callable(clip) else clip,
+        lr=lr(1.0) if callable(lr) else lr,
+        anneal_lr=callable(lr),
+        hidden_dim=arch[0],
+        n_hidden=len(arch),
+        activation="relu" if net.get("activation_fn") is torch.nn.ReLU else "tanh",
+        ortho_init=net.get("ortho_init", True),
+        log_std_init=float(net.get("log_std_init", 0.0)),
+        use_sde=z.get("use_sde", False),
+        sde_sample_freq=z.get("sde_sample_freq", -1),
+        norm_obs=z.get("normalize", False),
+        norm_reward=z.get("normalize", False),
         **overrides,
     )
 
@@ -486,7 +502,10 @@ def main() -> None:
     parser.add_argument("--sb3-budget", type=int, help="env steps (default: rl-zoo n_timesteps)")
     parser.add_argument("--eval-every", type=int, help="env steps (default: our preset's)")
     parser.add_argument(
-        "--same-work-steps", type=int, default=100_000, help="0 skips the same-work row"
+        "--same-work-steps",
+        type=int,
+        help="ours and SB3 on rl-zoo's hyperparameters for this many steps, side by side "
+        "(default: 100,000 for CartPole-v1, else none; 0 skips it)",
     )
     parser.add_argument(
         "--batched", action="store_true", help="seeds 0..N-1 batched vs alone (no SB3)"
@@ -529,14 +548,16 @@ def main() -> None:
             print(json.dumps(runs[-1]), flush=True)
     print()
     print(table(runs, args.env) if args.env in THRESHOLDS else return_table(runs, args.env))
-    if args.env == "CartPole-v1" and args.same_work_steps:
-        n = args.same_work_steps
+    n = args.same_work_steps
+    if n is None:
+        n = 100_000 if args.env == "CartPole-v1" else 0
+    if n:
         cfg = zoo_as_ours(
             args.env, total_timesteps=n, eval_episodes=0, progress=False, tensorboard=False
         )
         ours = run_ours(cfg, held_out=False)
         floor = gradient_step_floor_sps(cfg)
-        print(f"\nsame work (rl-zoo CartPole hyperparameters, {n:,} steps, seed 0):")
+        print(f"\nsame work (rl-zoo's {args.env} hyperparameters, {n:,} steps, seed 0):")
         print(f"  ours {ours['sps']:,.0f} SPS")
         print(f"  gradient steps alone (no env, no PPO bookkeeping) {floor:,.0f} SPS")
         if not args.skip_sb3:

@@ -146,6 +146,8 @@ def build_model(
         n_hidden=cfg.n_hidden,
         log_std_init=cfg.log_std_init,
         sde=cfg.use_sde,
+        activation=cfg.activation,
+        ortho_init=cfg.ortho_init,
         n_agents=1 if generators is None else len(generators),
         generators=generators,
     ).to(cfg.device)

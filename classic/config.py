@@ -11,7 +11,7 @@ import math
 import types
 import typing
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 from ppo_bridge import PPOConfig
 
@@ -46,6 +46,8 @@ class TrainConfig(PPOConfig):
     total_timesteps: int = 100_000  # budget of env steps (the lr anneals over it)
     hidden_dim: int = 64
     n_hidden: int = 2
+    activation: Literal["tanh", "relu"] = "tanh"  # of the hidden layers
+    ortho_init: bool = True  # orthogonal init (False: nn.Linear's default, as SB3's ortho_init)
     log_std_init: float = 0.0  # Box action spaces only
     use_sde: bool = False  # gSDE exploration (Box only): noise linear in the actor's features
     sde_sample_freq: int = -1  # steps between gSDE noise draws (-1: once per rollout), as SB3

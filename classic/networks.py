@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Normal
 
 Generators = Sequence[torch.Generator | None]
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
 class AgentLinear(nn.Module):
@@ -36,13 +37,19 @@ class AgentLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(n_agents, n_in, n_out))
         self.bias = nn.Parameter(torch.zeros(n_agents, 1, n_out))
 
-    def reset_(self, gain: float, generators: Generators) -> None:
-        """Orthogonal weights (as nn.init.orthogonal_ on nn.Linear's [n_out, n_in]), zero bias."""
+    def reset_(self, gain: float | None, generators: Generators) -> None:
+        """Orthogonal weights with `gain` (as nn.init.orthogonal_ on nn.Linear's [n_out, n_in])
+        and zero bias; gain None: nn.Linear's own init, weight and bias ~ U(+-1/sqrt(n_in))."""
+        bound = 1 / math.sqrt(self.weight.shape[1])
         with torch.no_grad():
             for k, g in enumerate(generators):
                 w = torch.empty(self.weight.shape[2], self.weight.shape[1])
-                self.weight[k] = nn.init.orthogonal_(w, gain, generator=g).T
-            self.bias.zero_()
+                if gain is None:
+                    self.weight[k] = w.uniform_(-bound, bound, generator=g).T
+                    self.bias[k].uniform_(-bound, bound, generator=g)
+                else:
+                    self.weight[k] = nn.init.orthogonal_(w, gain, generator=g).T
+                    self.bias[k].zero_()
 
     def forward(self, x: Tensor) -> Tensor:
         k, n_in, n_out = self.weight.shape
@@ -56,7 +63,10 @@ class AgentLinear(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """pi(a|s) and V(s) as two tanh MLPs (default 64-64), for `n_agents` independent agents.
+    """pi(a|s) and V(s) as two MLPs (default tanh 64-64), for `n_agents` independent agents.
+
+    `ortho_init=False` keeps nn.Linear's default init instead (SB3's `ortho_init=False`, which
+    rl-zoo's MuJoCo entries use).
 
     Give `n_actions` for a Discrete space or `action_dim` for a Box space (exactly one).
     `generators` (one per agent) seed each agent's initialisation; None draws from torch's
@@ -73,6 +83,8 @@ class ActorCritic(nn.Module):
         n_hidden: int = 2,
         log_std_init: float = 0.0,
         sde: bool = False,
+        activation: str = "tanh",
+        ortho_init: bool = True,
         n_agents: int = 1,
         generators: Generators | None = None,
     ) -> None:
@@ -89,7 +101,10 @@ class ActorCritic(nn.Module):
         generators = [None] * n_agents if generators is None else list(generators)
         if len(generators) != n_agents:
             raise ValueError(f"{len(generators)} generators for {n_agents} agents")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.n_agents, self.discrete, self.sde = n_agents, n_actions is not None, sde
+        self.activation = ACTIVATIONS[activation]
         n_out = n_actions if self.discrete else action_dim
         sizes = [obs_dim, *(hidden_dim,) * n_hidden]
         self.actor = self._mlp(sizes, n_out)
@@ -102,12 +117,13 @@ class ActorCritic(nn.Module):
         for net, out_gain in ((self.actor, 0.01), (self.critic, 1.0)):
             layers = [m for m in net if isinstance(m, AgentLinear)]
             for i, layer in enumerate(layers):  # agent k draws from generators[k] only
-                layer.reset_(out_gain if i == len(layers) - 1 else math.sqrt(2), generators)
+                gain = out_gain if i == len(layers) - 1 else math.sqrt(2)
+                layer.reset_(gain if ortho_init else None, generators)
 
     def _mlp(self, sizes: list[int], n_out: int) -> nn.Sequential:
         layers: list[nn.Module] = []
         for n_in, h in zip(sizes[:-1], sizes[1:], strict=True):
-            layers += [AgentLinear(n_in, h, self.n_agents), nn.Tanh()]
+            layers += [AgentLinear(n_in, h, self.n_agents), self.activation()]
         layers.append(AgentLinear(sizes[-1], n_out, self.n_agents))
         return nn.Sequential(*layers)
 

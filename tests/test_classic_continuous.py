@@ -12,7 +12,7 @@ from gymnasium import spaces
 from test_classic_train import assert_same_rows, rows_without_time
 from torch.distributions import Normal
 
-from bench.classic import THRESHOLDS, ZOO, run_sb3
+from bench.classic import THRESHOLDS, ZOO, run_sb3, zoo_as_ours
 from classic import train as train_cli
 from classic.config import PRESETS, TrainConfig
 from classic.envs import make_vec_env
@@ -132,3 +132,47 @@ def test_mujoco_gif(tmp_path):
     gif = tmp_path / "hopper.gif"
     frames = write_gif(lambda obs: np.ones((len(obs), 3)), "Hopper-v5", str(gif), seed=0)
     assert 1 < frames < 1000 and gif.stat().st_size > 0
+
+
+def test_relu_and_nn_linear_init_as_sb3_ortho_init_false():
+    """rl-zoo's MuJoCo networks: ReLU, and nn.Linear's U(+-1/sqrt(n_in)) for weights and biases
+    (each agent from its own generator); the default stays tanh with orthogonal init."""
+    g = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    model = ActorCritic(
+        17,
+        action_dim=6,
+        hidden_dim=256,
+        activation="relu",
+        ortho_init=False,
+        n_agents=2,
+        generators=g,
+    )
+    assert any(isinstance(m, torch.nn.ReLU) for m in model.actor)
+    first = model.actor[0]
+    bound = 1 / 17**0.5
+    assert first.weight.abs().max() <= bound and first.weight.abs().max() > 0.9 * bound
+    assert first.bias.abs().max() <= bound and (first.bias != 0).all()
+    assert not torch.equal(first.weight[0], first.weight[1])
+    default = ActorCritic(17, action_dim=6)
+    assert any(isinstance(m, torch.nn.Tanh) for m in default.actor)
+    w = default.actor[0].weight[0]  # [17, 64]: orthogonal rows, gain sqrt(2)
+    torch.testing.assert_close(w @ w.T, 2 * torch.eye(17), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="activation"):
+        ActorCritic(3, action_dim=1, activation="gelu")
+
+
+def test_zoo_as_ours_is_rl_zoo_s_mujoco_entry():
+    """The same-work config: rl-zoo's HalfCheetah values, network and VecNormalize."""
+    cfg = zoo_as_ours("HalfCheetah-v5")
+    assert (cfg.n_envs, cfg.n_steps, cfg.minibatch_size, cfg.n_epochs) == (1, 512, 64, 20)
+    assert (cfg.gamma, cfg.gae_lambda, cfg.clip_eps, cfg.lr, cfg.anneal_lr) == (
+        0.98,
+        0.92,
+        0.1,
+        2.0633e-05,
+        False,
+    )
+    assert (cfg.hidden_dim, cfg.n_hidden, cfg.activation, cfg.ortho_init) == (256, 2, "relu", False)
+    assert cfg.log_std_init == -2 and cfg.norm_obs and cfg.norm_reward and cfg.max_grad_norm == 0.8
+    pendulum = zoo_as_ours("Pendulum-v1")
+    assert pendulum.use_sde and pendulum.sde_sample_freq == 4 and pendulum.lr == 1e-3
