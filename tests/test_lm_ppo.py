@@ -25,7 +25,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-import lm.ppo
+import lm.ppo.trainer
 import lm.rollout
 from lm.policy import PolicyWithValueHead, load_value_head, position_ids
 from lm.ppo import LMPPOConfig, LMPPOTrainer
@@ -261,7 +261,7 @@ def test_lm_calls_the_cores_functions_and_defines_no_formula_of_its_own(
 
     spy(lm.rollout, "gae")
     spy(lm.rollout, "kl_estimate")
-    spy(lm.ppo, "ppo_update")
+    spy(lm.ppo.trainer, "ppo_update")
     import ppo_bridge.update
 
     spy(ppo_bridge.update, "clipped_surrogate_loss")
