@@ -318,17 +318,8 @@ class LMPPOTrainer:
         start = time.perf_counter()
         indices = self.next_prompt_indices()
         ro = self.rollout([self.prompts[i] for i in indices], [self.prompt_ids[i] for i in indices])
-        scores = ro.scores.clone()
-        if cfg.missing_eos_penalty is not None:
-            scores[~ro.has_eos] -= cfg.missing_eos_penalty
-        if cfg.normalize_scores:
-            scores_for_reward = masked_whiten(scores, reduce_sum=self.sum_over_processes)
-        else:
-            scores_for_reward = scores
         beta = self.kl_ctl.value
-        rewards, kl = per_token_rewards(
-            ro.logprobs, ro.ref_logprobs, scores_for_reward, ro.mask, beta, cfg.kl_estimator
-        )
+        scores, rewards, kl = self.rewards(ro, beta)
         batch = self.advantages(ro, rewards)
         t_update = time.perf_counter()
         stats = self.update(batch)
@@ -384,6 +375,26 @@ class LMPPOTrainer:
             }
         )
         return metrics
+
+    def rewards(self, ro: Rollout, beta: float) -> tuple[Tensor, Tensor, Tensor]:
+        """r_t = -beta * KL_t on each response token, + the score on the last (`per_token_rewards`).
+
+        The score loses `missing_eos_penalty` when the response has no EOS, and is whitened over
+        the global batch with `normalize_scores`. Returns the penalised scores [B] (before
+        whitening), the rewards [B, R] and KL_t [B, R].
+        """
+        cfg = self.cfg
+        scores = ro.scores.clone()
+        if cfg.missing_eos_penalty is not None:
+            scores[~ro.has_eos] -= cfg.missing_eos_penalty
+        if cfg.normalize_scores:
+            scores_for_reward = masked_whiten(scores, reduce_sum=self.sum_over_processes)
+        else:
+            scores_for_reward = scores
+        rewards, kl = per_token_rewards(
+            ro.logprobs, ro.ref_logprobs, scores_for_reward, ro.mask, beta, cfg.kl_estimator
+        )
+        return scores, rewards, kl
 
     def advantages(self, ro: Rollout, rewards: Tensor) -> dict[str, Tensor]:
         """The update's batch, with the advantage estimate that `cfg.algo` names:
