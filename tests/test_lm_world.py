@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-import lm.world as world_module
+import lm.world.build as world_build  # where build_world looks `_build` up
 from lm.world import (
     EOS,
     NEGATIVE,
@@ -256,7 +256,7 @@ def stub_build(world: World, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
             shutil.copytree(world.root / rel, root / rel)
         return meta
 
-    monkeypatch.setattr(world_module, "_build", fake_build)
+    monkeypatch.setattr(world_build, "_build", fake_build)
     return built
 
 
@@ -277,7 +277,7 @@ def test_failed_build_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None
         (root / "sft").mkdir()
         raise RuntimeError("out of patience")
 
-    monkeypatch.setattr(world_module, "_build", broken_build)
+    monkeypatch.setattr(world_build, "_build", broken_build)
     with pytest.raises(RuntimeError, match="out of patience"):
         build_world(tmp_path, WorldConfig.tiny(seed=8))
     assert list(tmp_path.iterdir()) == []

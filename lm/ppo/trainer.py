@@ -1,4 +1,4 @@
-"""Token-level PPO for a causal LM on the ppo_bridge core: `LMPPOConfig` and `LMPPOTrainer`.
+"""Token-level PPO for a causal LM on the ppo_bridge core: `LMPPOTrainer` and its `Rollout`.
 
 One iteration, on every process (each with its own shard of the prompts):
 
@@ -16,15 +16,10 @@ the update come from the same function).
 from __future__ import annotations
 
 import copy
-import csv
-import json
-import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
 
 import torch
 from accelerate import Accelerator
@@ -45,7 +40,6 @@ from lm.checkpoint import (
 from lm.fsdp import check_fsdp, full_state_dict, shard_sampling
 from lm.lora import adapters_off, is_lora
 from lm.policy import (
-    PPO_STATE_FILE,
     PolicyWithValueHead,
     enable_gradient_checkpointing,
     load_policy_weights,
@@ -53,6 +47,9 @@ from lm.policy import (
     save_policy,
     write_policy,
 )
+from lm.ppo.checkpoint import OPTIMIZER_FILE, read_checkpoint_state
+from lm.ppo.config import LMPPOConfig, cpu_only
+from lm.ppo.logs import MetricsLogger
 from lm.rollout import (
     RewardFn,
     check_scores,
@@ -73,184 +70,11 @@ from ppo_bridge import (
     AdaptiveKLController,
     Evaluation,
     FixedKLController,
-    PPOConfig,
     group_advantages,
     kl_estimate,
     masked_whiten,
     ppo_update,
 )
-from ppo_bridge.config import AdvantageNorm
-from ppo_bridge.kl import KLEstimator
-
-Algo = Literal["ppo", "grpo", "rloo", "reinforce_pp"]
-OPTIMIZER_FILE = "optimizer.pt"
-EVENTS = re.compile(r"events\.out\.tfevents\.(\d+)\.")  # a TensorBoard event file's name
-
-
-@dataclass
-class LMPPOConfig(PPOConfig):
-    """PPO and its critic-free relatives for language models, on one pipeline.
-
-    `algo` picks the advantage estimator; everything else is the same rollout and update:
-
-        ppo           GAE on a value head, KL to the reference in the per-token reward
-        grpo          group-normalised rewards (r - mean_g) / std_g (r: score - beta * KL)
-        rloo          leave-one-out baseline on score - beta * KL of each response
-        reinforce_pp  sum of the later KL-shaped token rewards, whitened over the global batch
-
-    `batch_size` responses per process and iteration: batch_size / num_generations prompts, each
-    sampled num_generations times (a group never spans two processes); `minibatch_size` counts
-    responses. beta (KL in the reward) is fixed unless `kl_target` is set (then adaptive, Ziegler
-    et al. 2019); kl_coef is the KL in the loss. The PPOConfig fields keep their meaning; the
-    defaults are PPO's, tuned for the toy world's tiny GPT-2 (a real model wants a lower lr,
-    ~1e-5, and more iterations); `for_algo` applies each algorithm's own (ALGO_PRESETS).
-
-    Responses are sampled from softmax(logits / T) itself: `top_k` / `top_p` must stay off (0 / 1),
-    since the ratio, the KL penalty and the entropy use the log-probs of that distribution, and a
-    truncated sampler would make every update silently off-policy (trl's PPOTrainer forces them off
-    too). Lower `temperature` for more conservative samples: it enters both sides.
-
-    `save_every` N writes `checkpoint-<iteration>/` every N iterations and at the end, keeping the
-    newest `save_total_limit` (None keeps all): see `LMPPOTrainer.save_checkpoint`.
-    """
-
-    algo: Algo = "ppo"
-    num_generations: int = 1  # responses per prompt (a group)
-    scale_rewards: bool = True  # grpo / rloo: divide group advantages by the group's std
-
-    lr: float = 2e-4
-    gamma: float = 1.0
-    gae_lambda: float = 0.95
-    clip_vf: float | None = 0.2
-    vf_coef: float = 0.1
-    n_epochs: int = 4
-    minibatch_size: int = 16
-    max_grad_norm: float | None = 1.0
-    normalize_advantages: AdvantageNorm = "batch"  # whitened over all real tokens of the batch
-    # rollout
-    batch_size: int = 64  # responses per process per iteration
-    total_iterations: int = 50
-    max_new_tokens: int = 16
-    temperature: float = 1.0
-    top_k: int = 0  # must stay 0 (off): see above
-    top_p: float = 1.0  # must stay 1 (off)
-    # reward
-    kl_estimator: KLEstimator = "k1"  # k1 | k2 | k3 (ppo_bridge.kl_estimate)
-    beta: float = 0.2  # KL coefficient (initial value when adaptive)
-    kl_target: float | None = 4.0  # nats per response: adaptive beta; None = fixed beta
-    kl_horizon: int = 160  # responses; beta moves by <= 20% * batch / horizon per iteration
-    # (160, not 320: the slower beta let KL drift to 6-11 nats late in PPO and REINFORCE++ runs)
-    missing_eos_penalty: float | None = 1.0  # subtracted from the score of a response w/o EOS
-    normalize_scores: bool = False  # whiten the scores over the global batch
-    # run
-    seed: int = 0
-    # auto = bf16 on a GPU that has it, else no
-    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
-    save_every: int = 0  # iterations between checkpoints; 0 = none (the final policy/ only)
-    save_total_limit: int | None = 2  # checkpoints kept, newest first; None = all
-    gradient_checkpointing: bool = False  # recompute layer activations in the update's backward
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(msg)
-
-        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        need(self.algo in get_args(Algo), f"algo must be in {get_args(Algo)}, got {self.algo!r}")
-        need(
-            self.num_generations >= (2 if self.algo in ("grpo", "rloo") else 1),
-            f"{self.algo} compares responses to the same prompt: num_generations must be >= 2, "
-            f"got {self.num_generations}",
-        )
-        need(
-            self.batch_size % self.num_generations == 0,
-            f"batch_size ({self.batch_size}) must hold whole groups: make it a multiple of "
-            f"num_generations ({self.num_generations})",
-        )
-        need(
-            self.batch_size % self.minibatch_size == 0,
-            f"batch_size ({self.batch_size}) must be a multiple of minibatch_size "
-            f"({self.minibatch_size})",
-        )
-        need(
-            self.total_iterations >= 1,
-            f"total_iterations must be >= 1, got {self.total_iterations}",
-        )
-        need(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        need(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
-        need(
-            self.top_k == 0 and self.top_p == 1,
-            f"top_k {self.top_k} / top_p {self.top_p}: PPO samples from the full distribution "
-            "whose log-probs it trains on; leave top_k 0 and top_p 1 (lower temperature instead)",
-        )
-        need(
-            self.kl_estimator in ("k1", "k2", "k3"),
-            f"kl_estimator must be 'k1', 'k2' or 'k3', got {self.kl_estimator!r}",
-        )
-        need(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
-        need(
-            self.kl_target is None or self.kl_target > 0,
-            f"kl_target must be > 0 or None (fixed beta), got {self.kl_target}",
-        )
-        need(
-            self.kl_target is None or self.beta > 0,
-            "an adaptive beta (kl_target set) starts from beta > 0: raise beta, or set "
-            "kl_target to None for a fixed beta",
-        )
-        need(self.kl_horizon >= 1, f"kl_horizon must be >= 1, got {self.kl_horizon}")
-        need(
-            self.missing_eos_penalty is None or self.missing_eos_penalty >= 0,
-            f"missing_eos_penalty must be >= 0 or None, got {self.missing_eos_penalty}",
-        )
-        need(
-            self.mixed_precision in ("auto", "no", "fp16", "bf16"),
-            f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}",
-        )
-        need(self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}")
-        need(
-            self.save_total_limit is None or self.save_total_limit >= 1,
-            f"save_total_limit must be >= 1 or None (keep all), got {self.save_total_limit}",
-        )
-
-    @classmethod
-    def for_algo(cls, algo: str = "ppo", **overrides: Any) -> LMPPOConfig:
-        """The config of `algo` (its ALGO_PRESETS entry over the defaults) with `overrides`."""
-        if algo not in ALGO_PRESETS:
-            raise ValueError(f"unknown algo {algo!r}: pass one of {', '.join(ALGO_PRESETS)}")
-        return cls(**{"algo": algo, **ALGO_PRESETS[algo], **overrides})
-
-    @property
-    def critic(self) -> bool:
-        """Whether the algorithm trains the value head (PPO only)."""
-        return self.algo == "ppo"
-
-    def resolved_mixed_precision(self) -> str:
-        if self.mixed_precision != "auto":
-            return self.mixed_precision
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-
-
-# Each critic-free algorithm's departures from the PPO defaults, tuned on the default toy world
-# (bench/README.md): no value head or value loss; advantages already normalised by the method.
-# GRPO keeps PPO's adaptive KL in the reward: with the paper's k3 KL in the loss instead
-# (--beta 0 --kl-target none --kl-coef C) held-out gold and KL were 0.85 / 3.7 nats at C = 0.2
-# and 0.93 / 10 nats at C = 0.1, against 0.98 / 3.5 nats with the KL in the reward.
-ALGO_PRESETS: dict[str, dict[str, Any]] = {
-    "ppo": {},
-    "grpo": dict(
-        num_generations=4, normalize_advantages="off", loss_aggregation="seq_mean_token_mean"
-    ),
-    "rloo": dict(num_generations=4, scale_rewards=False, normalize_advantages="off"),
-    "reinforce_pp": dict(normalize_advantages="off"),
-}
-
-
-def cpu_only() -> bool:
-    """True without CUDA: then `Accelerator(cpu=True)`, which is what makes torchrun's processes
-    one gloo group (without it, accelerate 1.x treats every CPU process as a lone run)."""
-    return not torch.cuda.is_available()
 
 
 @dataclass
@@ -494,17 +318,8 @@ class LMPPOTrainer:
         start = time.perf_counter()
         indices = self.next_prompt_indices()
         ro = self.rollout([self.prompts[i] for i in indices], [self.prompt_ids[i] for i in indices])
-        scores = ro.scores.clone()
-        if cfg.missing_eos_penalty is not None:
-            scores[~ro.has_eos] -= cfg.missing_eos_penalty
-        if cfg.normalize_scores:
-            scores_for_reward = masked_whiten(scores, reduce_sum=self.sum_over_processes)
-        else:
-            scores_for_reward = scores
         beta = self.kl_ctl.value
-        rewards, kl = per_token_rewards(
-            ro.logprobs, ro.ref_logprobs, scores_for_reward, ro.mask, beta, cfg.kl_estimator
-        )
+        scores, rewards, kl = self.rewards(ro, beta)
         batch = self.advantages(ro, rewards)
         t_update = time.perf_counter()
         stats = self.update(batch)
@@ -560,6 +375,26 @@ class LMPPOTrainer:
             }
         )
         return metrics
+
+    def rewards(self, ro: Rollout, beta: float) -> tuple[Tensor, Tensor, Tensor]:
+        """r_t = -beta * KL_t on each response token, + the score on the last (`per_token_rewards`).
+
+        The score loses `missing_eos_penalty` when the response has no EOS, and is whitened over
+        the global batch with `normalize_scores`. Returns the penalised scores [B] (before
+        whitening), the rewards [B, R] and KL_t [B, R].
+        """
+        cfg = self.cfg
+        scores = ro.scores.clone()
+        if cfg.missing_eos_penalty is not None:
+            scores[~ro.has_eos] -= cfg.missing_eos_penalty
+        if cfg.normalize_scores:
+            scores_for_reward = masked_whiten(scores, reduce_sum=self.sum_over_processes)
+        else:
+            scores_for_reward = scores
+        rewards, kl = per_token_rewards(
+            ro.logprobs, ro.ref_logprobs, scores_for_reward, ro.mask, beta, cfg.kl_estimator
+        )
+        return scores, rewards, kl
 
     def advantages(self, ro: Rollout, rewards: Tensor) -> dict[str, Tensor]:
         """The update's batch, with the advantage estimate that `cfg.algo` names:
@@ -769,65 +604,3 @@ class LMPPOTrainer:
             "prompt_gen": self.prompt_gen.get_state(),
             "update_gen": self.update_gen.get_state(),
         }
-
-
-def read_checkpoint_state(folder: Path) -> dict:
-    """The `ppo_state.json` of a checkpoint, or a one-line ValueError naming what is wrong."""
-    path = folder / PPO_STATE_FILE
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"checkpoint {folder}: cannot read {path.name} ({err})") from None
-    need = ("iteration", "beta", "prompt_queue", "num_processes", "scaler", "config", "run_info")
-    missing = [k for k in need if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise ValueError(f"checkpoint {folder}: {path.name} lacks {missing}: resume an intact one")
-    return state
-
-
-class MetricsLogger:
-    """One CSV row and one TensorBoard scalar per metric per iteration, in `out_dir`.
-
-    Started after iteration `start` > 0 (a resumed run), it keeps the rows of metrics.csv up to
-    `start` and has TensorBoard purge the events after it, so each iteration is logged once.
-    """
-
-    def __init__(self, out_dir: Path, start: int = 0) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / "metrics.csv"
-        fields, rows = None, []
-        if start and path.exists():
-            with path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                fields = reader.fieldnames
-                rows = [row for row in reader if float(row["iteration"]) <= start]
-        tmp = path.with_name(f".{path.name}.tmp")  # the kept rows replace the file in one rename
-        with tmp.open("w", newline="") as f:
-            if fields:
-                writer = csv.DictWriter(f, fieldnames=fields)
-                writer.writeheader()
-                writer.writerows(rows)
-        os.replace(tmp, path)
-        self.file = open(path, "a", newline="")  # noqa: SIM115
-        self.csv = csv.DictWriter(self.file, fieldnames=fields) if fields else None
-        if start:  # TensorBoard reads event files in name order, which starts with their second:
-            made = [int(m[1]) for p in (out_dir / "tb").glob("*") if (m := EVENTS.match(p.name))]
-            while time.time() < max(made, default=0) + 1:  # so the new one must sort last
-                time.sleep(0.05)
-        self.writer = SummaryWriter(str(out_dir / "tb"), purge_step=start + 1 if start else None)
-
-    def log(self, metrics: dict[str, float]) -> None:
-        if self.csv is None:
-            self.csv = csv.DictWriter(self.file, fieldnames=list(metrics))
-            self.csv.writeheader()
-        self.csv.writerow(metrics)
-        self.file.flush()
-        step = int(metrics["iteration"])
-        for k, v in metrics.items():
-            self.writer.add_scalar(k, v, step)
-
-    def close(self) -> None:
-        self.file.close()
-        self.writer.close()
