@@ -28,10 +28,16 @@ Policy = Callable[[np.ndarray], np.ndarray]  # batch of raw observations -> batc
 def torch_policy(
     model: ActorCritic, normalizer: Normalizer, deterministic: bool = True, device: str = "cpu"
 ) -> Policy:
-    """Wrap `model` as a numpy policy that normalises observations with frozen statistics."""
+    """Wrap `model` as a numpy policy that normalises observations with frozen statistics.
+
+    Sampling from a gSDE policy draws new exploration matrices for every step (its per-step
+    distribution N(mu(s), z(s)^2 sigma^2)): the training rollout's matrices belong to its envs.
+    """
 
     def policy(obs: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(normalizer.obs(obs)).to(device)
+        if model.sde and not deterministic:
+            model.reset_noise(len(x))
         return model.act(x, deterministic)[0].cpu().numpy()
 
     return policy

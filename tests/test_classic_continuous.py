@@ -3,6 +3,7 @@ network, normalisers and envs, resumes bit-identically, and is benchmarked again
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -13,6 +14,7 @@ from test_classic_train import assert_same_rows, rows_without_time
 from torch.distributions import Normal
 
 from bench.classic import THRESHOLDS, ZOO, run_sb3, zoo_as_ours
+from classic import evaluate as evaluate_cli
 from classic import train as train_cli
 from classic.config import PRESETS, TrainConfig
 from classic.envs import make_vec_env
@@ -111,6 +113,18 @@ def test_gsde_seeds_batched_are_their_single_runs():
     one = train(replace(cfg, seed=3))
     assert_same_rows(rows_without_time(many[1].history), rows_without_time(one.history))
     assert many[1].eval_mean == one.eval_mean != many[0].eval_mean
+
+
+def test_gsde_run_evaluates_sampling_too(tmp_path, capsys):
+    """classic.evaluate --stochastic on a gSDE run folder: the loaded policy has no rollout
+    matrices, so each step draws its own; the sampled returns differ from the mode's."""
+    train(replace(tiny("Pendulum-v1", 1), use_sde=True), tmp_path)
+    capsys.readouterr()
+    returns = {}
+    for flags in ([], ["--stochastic"]):
+        assert evaluate_cli.main([str(tmp_path), "--episodes", "2", "--seed", "5", *flags]) == 0
+        returns[bool(flags)] = json.loads(capsys.readouterr().out.splitlines()[-1])["mean_return"]
+    assert np.isfinite(returns[True]) and returns[True] != returns[False]
 
 
 def test_gsde_on_a_discrete_env_is_one_error_line(capsys):
