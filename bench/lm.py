@@ -147,7 +147,7 @@ def run_trl(world, kind: str, cfg: LMPPOConfig, target: float, budget_s: float):
             seed=cfg.seed,
         )
         trainer = trainer_cls(
-            model=AutoModelForCausalLM.from_pretrained(world.sft_dir),
+            model=AutoModelForCausalLM.from_pretrained(world.sft_dir, trust_remote_code=False),
             reward_funcs=tracker,
             args=args,
             train_dataset=load_from_disk(str(world.prompts))["train"],

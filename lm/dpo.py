@@ -42,6 +42,7 @@ from lm.train import (
     check_model_source,
     cli_main,
     cycle,
+    refuse_dataset_script,
     report,
     world_gold,
     world_prompts,
@@ -139,6 +140,7 @@ def load_pairs(source: str) -> tuple[Dataset, Dataset | None]:
     per line) or a dataset id; a DatasetDict gives its "train" (else first) and "test" splits."""
     import datasets
 
+    refuse_dataset_script(source, "--pairs")
     path = Path(source)
     if path.is_dir():
         try:

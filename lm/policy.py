@@ -98,9 +98,25 @@ def position_ids(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+def pretrained(loader: Any, name: str, flag: str, **kwargs: Any) -> Any:
+    """`loader.from_pretrained(name, trust_remote_code=False)`: a folder or hub repo that needs its
+    own python code (an `auto_map` to a class transformers does not ship) is refused in one line,
+    never run and never asked about (transformers would otherwise prompt "[y/N]" on stdin)."""
+    try:
+        return loader.from_pretrained(name, trust_remote_code=False, **kwargs)
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise ValueError(
+            f"{flag} {name} needs its own python code to load (auto_map in its config): refused, "
+            "since loading never runs code from a model folder; pass a model whose class "
+            "transformers ships"
+        ) from None
+
+
+def load_tokenizer(name: str, flag: str = "--policy") -> PreTrainedTokenizerBase:
     """The tokenizer of a model, left padding, with a pad token (EOS if it has none)."""
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    tokenizer = pretrained(AutoTokenizer, name, flag)
     if tokenizer.eos_token_id is None:
         raise ValueError(f"the tokenizer of {name} has no EOS token: PPO here needs one to stop")
     if tokenizer.pad_token_id is None:
@@ -115,7 +131,7 @@ def load_causal_lm(name: str) -> PreTrainedModel:
     GPT-2 ties its LM head to the input embeddings, so `AutoModelForCausalLM` would quietly load
     a bare `GPT2Model` or a classifier as a policy; the saved architecture tells them apart.
     """
-    config = AutoConfig.from_pretrained(name)
+    config = pretrained(AutoConfig, name, "--policy")
     causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
     archs = config.architectures or []
     if archs and not any(a in causal or a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
@@ -125,13 +141,13 @@ def load_causal_lm(name: str) -> PreTrainedModel:
         )
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise ValueError(f"--policy {name}: model type {config.model_type!r} has no causal-LM head")
-    return AutoModelForCausalLM.from_pretrained(name)
+    return pretrained(AutoModelForCausalLM, name, "--policy")
 
 
 def load_reward_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """The reward model's tokenizer as it was trained: its own padding side (right for BERT-style
     encoders), a pad token (EOS if it has none, as decoder reward models are usually saved)."""
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    tokenizer = pretrained(AutoTokenizer, name, "--reward-model")
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise ValueError(
@@ -147,7 +163,7 @@ def load_reward_model(name: str, label: str | None = None) -> tuple[PreTrainedMo
     `label` is `--reward-label`: an index or a name of `config.id2label`; a one-label model needs
     none. The label is checked on the config, before the weights load.
     """
-    config = AutoConfig.from_pretrained(name)
+    config = pretrained(AutoConfig, name, "--reward-model")
     archs = config.architectures or []
     if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
         raise ValueError(
@@ -155,7 +171,7 @@ def load_reward_model(name: str, label: str | None = None) -> tuple[PreTrainedMo
             "saved with AutoModelForSequenceClassification"
         )
     index = reward_label_index(config, label, name)
-    return AutoModelForSequenceClassification.from_pretrained(name), index
+    return pretrained(AutoModelForSequenceClassification, name, "--reward-model"), index
 
 
 def reward_label_index(config: PretrainedConfig, label: str | None, name: str) -> int:
@@ -221,6 +237,6 @@ def load_value_head(model: PolicyWithValueHead, folder: str | Path) -> None:
 def load_policy_weights(model: PolicyWithValueHead, folder: str | Path) -> None:
     """Copy the LM and value head that `write_policy` saved into `model`, in place (its optimizer
     keeps pointing at the same parameters)."""
-    saved = AutoModelForCausalLM.from_pretrained(folder)
+    saved = pretrained(AutoModelForCausalLM, str(folder), "checkpoint")
     model.lm.load_state_dict(saved.state_dict())
     load_value_head(model, folder)

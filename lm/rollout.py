@@ -9,8 +9,9 @@ the response was cut at max_new_tokens).
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -75,6 +76,9 @@ def sample_responses(
 
     Tokens come from softmax(logits / T), truncated by top_k / top_p unless they are 0 / 1. PPO
     keeps them off (`LMPPOConfig`): its log-probs are those of the untruncated distribution.
+    Nothing else shapes the distribution: `generate` fills every option we leave unset from the
+    model's own generation_config.json (Qwen2.5-Instruct ships repetition_penalty 1.05, top_k 20,
+    top_p 0.8), so the model's config is swapped for transformers' neutral one while sampling.
     """
     config = GenerationConfig(
         do_sample=True,
@@ -85,8 +89,24 @@ def sample_responses(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    out = lm.generate(input_ids=query, attention_mask=query_mask, generation_config=config)
+    model = lm.lm if isinstance(lm, PolicyWithValueHead) else lm
+    with neutral_generation_config(model):
+        out = lm.generate(input_ids=query, attention_mask=query_mask, generation_config=config)
     return out[:, query.shape[1] :]
+
+
+@contextlib.contextmanager
+def neutral_generation_config(model: PreTrainedModel) -> Iterator[None]:
+    """Inside: `model` (and the model a peft wrapper holds) has a default GenerationConfig."""
+    models = {id(m): m for m in (model, getattr(model, "get_base_model", lambda: model)())}
+    saved = {k: m.generation_config for k, m in models.items()}
+    try:
+        for m in models.values():
+            m.generation_config = GenerationConfig()
+        yield
+    finally:
+        for k, m in models.items():
+            m.generation_config = saved[k]
 
 
 def response_mask(responses: Tensor, eos_id: int) -> tuple[Tensor, Tensor]:

@@ -134,6 +134,7 @@ def load_prompts(source: str, column: str) -> tuple[list[str], list[str]]:
         return prompts, prompts
     import datasets
 
+    refuse_dataset_script(source, "--prompts")
     data = datasets.load_from_disk(source) if path.is_dir() else datasets.load_dataset(source)
     if isinstance(data, datasets.DatasetDict):
         train = data["train"] if "train" in data else next(iter(data.values()))
@@ -146,6 +147,18 @@ def load_prompts(source: str, column: str) -> tuple[list[str], list[str]]:
             "pass --prompt-column"
         )
     return list(train[column]), list(test[column])
+
+
+def refuse_dataset_script(source: str, flag: str) -> None:
+    """A dataset given as a loading script (`x.py`, or a folder holding one) is refused: loading
+    data never runs code from it."""
+    path = Path(source)
+    scripts = [path] if path.suffix == ".py" else sorted(path.glob("*.py")) if path.is_dir() else []
+    if scripts:
+        raise ValueError(
+            f"{flag} {source} is a dataset loading script ({scripts[0].name}): scripts are never "
+            "run; pass a data file (.txt, .jsonl), a save_to_disk folder or a hub dataset of data"
+        )
 
 
 def run(args: argparse.Namespace) -> dict:

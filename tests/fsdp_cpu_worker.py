@@ -12,7 +12,7 @@ import sys
 
 import torch
 import torch.distributed as dist
-from test_lm_ppo import gpt2_config, make_tokenizer
+from tiny import gpt2_config, make_tokenizer
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method

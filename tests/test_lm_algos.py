@@ -11,24 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import test_lm_ppo
 import torch
-from test_lm_ppo import PROMPTS, ROOT, TINY, load, run_cli
+from tiny import PROMPTS, ROOT, TINY, load, run_cli
 from transformers import GPT2ForSequenceClassification
 
+import lm.ppo.trainer
 from lm.ppo import ALGO_PRESETS, LMPPOConfig, LMPPOTrainer
 from ppo_bridge import group_advantages, masked_whiten
 
 CRITIC_FREE = ["grpo", "rloo", "reinforce_pp"]
-
-
-tiny_models = test_lm_ppo.tiny  # the fixture, registered here under this name
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_models: dict[str, Path]) -> dict[str, Path]:
-    """test_lm_ppo's saved tiny policy, reward model and prompts."""
-    return tiny_models
 
 
 def make(tiny: dict[str, Path], algo: str, **cfg: object) -> LMPPOTrainer:
@@ -186,3 +177,21 @@ def test_weighted_reward_funcs_with_a_reward_model(tiny: dict[str, Path]) -> Non
     bad = LMPPOTrainer(cfg, policy, tokenizer, PROMPTS, reward_funcs=lambda p, r: [None] * len(r))
     with pytest.raises(ValueError, match="<lambda> returned NoneType"):
         bad.step()
+
+
+def test_dr_grpo_constant_defaults_to_max_new_tokens(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dr. GRPO's C is max_new_tokens (as trl's max_completion_length), not the batch's width,
+    so one response's weight does not depend on the other responses' lengths."""
+    seen = []
+
+    def spy(batch, evaluate, optimizer, cfg, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen.append((cfg.loss_norm_constant, batch["mask"].shape[1]))
+        return real(batch, evaluate, optimizer, cfg, **kw)
+
+    real = lm.ppo.trainer.ppo_update
+    monkeypatch.setattr(lm.ppo.trainer, "ppo_update", spy)
+    make(tiny, "grpo", loss_aggregation="seq_mean_token_sum", total_iterations=1).step()
+    make(tiny, "grpo", loss_aggregation="seq_mean_token_sum", loss_norm_constant=3.0).step()
+    assert seen[0][0] == TINY["max_new_tokens"] and seen[1][0] == 3.0

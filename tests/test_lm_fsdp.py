@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
-from test_lm_ppo import PROMPTS, gpt2_config, make_tokenizer
+from tiny import PROMPTS, gpt2_config, make_tokenizer
 from transformers import AutoModelForCausalLM, GPT2ForSequenceClassification, GPT2LMHeadModel
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
-from test_lm_ppo import PROMPTS, TINY, gpt2_config, make_tokenizer, run_cli
+from tiny import PROMPTS, TINY, gpt2_config, make_tokenizer, run_cli
 from transformers import (
     AutoModelForCausalLM,
     GPT2ForSequenceClassification,

@@ -14,15 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tiny import PROMPTS, ROOT, TINY, gpt2_config, load, make_tokenizer, make_trainer, run_cli
 from transformers import (
     AutoModelForCausalLM,
     GenerationConfig,
-    GPT2Config,
     GPT2ForSequenceClassification,
     GPT2LMHeadModel,
-    GPT2Model,
-    PreTrainedTokenizerFast,
 )
 
 import lm.ppo.trainer
@@ -38,84 +35,6 @@ from lm.rollout import (
     reward_model_scores,
     token_advantages,
 )
-from lm.train import main
-
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = [
-    "the phone is great and the battery lasts long",
-    "the blender is bad and it broke after a week",
-    "i love this kettle, it is quick and quiet",
-    "this lamp is poor, the light flickers and the switch is weak",
-    "a solid chair, sturdy and comfortable",
-] * 20
-PROMPTS = ["the phone is", "this lamp", "i love", "the blender is", "a solid", "the kettle"] * 2
-TINY = dict(batch_size=4, minibatch_size=2, n_epochs=1, total_iterations=2, max_new_tokens=6)
-
-
-def make_tokenizer(vocab_size: int = 300, eos: str = "<eos>") -> PreTrainedTokenizerFast:
-    """A byte-level BPE trained on CORPUS, with EOS and a separate PAD token."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[eos, "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(CORPUS, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token="<pad>")
-
-
-def gpt2_config(tokenizer: PreTrainedTokenizerFast, **kw: object) -> GPT2Config:
-    return GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=32,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **kw,
-    )
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Saved folders: policy, reward model, and the bad inputs of the CLI."""
-    root = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    tokenizer = make_tokenizer()
-    for name, model in {
-        "policy": GPT2LMHeadModel(gpt2_config(tokenizer)),
-        "rm": GPT2ForSequenceClassification(gpt2_config(tokenizer, num_labels=1)),
-        "rm2": GPT2ForSequenceClassification(gpt2_config(tokenizer, num_labels=2)),
-        "bare": GPT2Model(gpt2_config(tokenizer)),
-    }.items():
-        model.save_pretrained(root / name)
-        tokenizer.save_pretrained(root / name)
-    other = make_tokenizer(vocab_size=280, eos="</s>")
-    GPT2ForSequenceClassification(gpt2_config(other, num_labels=1)).save_pretrained(root / "rm_o")
-    other.save_pretrained(root / "rm_o")
-    (root / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
-    (root / "empty.txt").write_text("\n\n")
-    (root / "long.txt").write_text("the phone is great " * 20 + "\n")
-    return {p.name: p for p in root.iterdir()}
-
-
-def load(path: Path) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
-    from lm.policy import load_tokenizer
-
-    return AutoModelForCausalLM.from_pretrained(path), load_tokenizer(str(path))
-
-
-def make_trainer(tiny: dict[str, Path], out: Path | None = None, **cfg: object) -> LMPPOTrainer:
-    policy, tokenizer = load(tiny["policy"])
-    rm = GPT2ForSequenceClassification.from_pretrained(tiny["rm"])
-    return LMPPOTrainer(
-        LMPPOConfig(**{**TINY, **cfg}), policy, tokenizer, PROMPTS, reward_model=rm, out_dir=out
-    )
-
 
 # ------------------------------------------------------------------ pure functions
 
@@ -379,12 +298,6 @@ def test_nonfinite_loss_stops_before_writing(tiny: dict[str, Path], tmp_path: Pa
 
 
 # ------------------------------------------------------------------ the CLI
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_trains_saves_and_round_trips(

@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import psutil  # a dependency of accelerate
 import pytest
-import test_lm_ppo
 import torch
-from test_lm_ppo import PROMPTS, ROOT, TINY, load, make_trainer, run_cli
+from tiny import PROMPTS, ROOT, TINY, load, make_trainer, run_cli
 from transformers import AutoModelForCausalLM
 
 import lm.checkpoint
@@ -30,7 +29,6 @@ from lm.checkpoint import atomic_folder, checkpoints, clean_stale, prune_checkpo
 from lm.ppo import LMPPOConfig, LMPPOTrainer
 from lm.rollout import check_scores
 
-tiny = test_lm_ppo.tiny  # the saved tiny GPT-2 policy, reward model and prompt files (a fixture)
 TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
 FLAGS = ["--eval-samples", "4", "--batch-size", "4", "--minibatch-size", "2", "--n-epochs", "1"]
 FLAGS += ["--max-new-tokens", "6", "--total-iterations", "10", "--save-every", "2"]

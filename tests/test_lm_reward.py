@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_lm_ppo import CORPUS, PROMPTS, TINY, gpt2_config, make_tokenizer, run_cli
+from tiny import CORPUS, PROMPTS, TINY, gpt2_config, make_tokenizer, run_cli
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import trainers as tok_trainers
 from transformers import (

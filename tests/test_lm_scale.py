@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_lm_ppo import PROMPTS, TINY, gpt2_config, make_tokenizer
+from tiny import PROMPTS, TINY, gpt2_config, make_tokenizer
 from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -437,6 +437,8 @@ class LMPPOTrainer:
             )
             return Evaluation(logprobs=lp, entropy=ent, values=v if cfg.critic else None)
 
+        if cfg.loss_norm_constant is None:  # Dr. GRPO's C: max_new_tokens (trl), not R
+            cfg = replace(cfg, loss_norm_constant=float(cfg.max_new_tokens))
         return ppo_update(
             batch,
             evaluate,

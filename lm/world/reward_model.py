@@ -86,12 +86,14 @@ def train_reward_model(
         seed=cfg.seed,
         data_seed=cfg.seed,
     )
-    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+    tokenizer = AutoTokenizer.from_pretrained(sft_dir, trust_remote_code=False)
     torch.manual_seed(cfg.seed)  # the score head is initialised at random
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report would flag the new head, which is intended
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(sft_dir, num_labels=1)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            sft_dir, num_labels=1, trust_remote_code=False
+        )
     finally:
         hf_logging.set_verbosity(verbosity)
     trainer = RewardTrainer(model=model, args=args, train_dataset=pairs, processing_class=tokenizer)
