@@ -2,7 +2,8 @@
 
 Every PPO formula lives here once, as small functions over torch tensors with optional masks:
 
-- `gae`: generalised advantage estimation with terminations, truncations and padding masks.
+- `gae`: generalised advantage estimation with terminations, truncations and padding masks;
+  `multi_turn_gae` for multi-turn LM episodes (agent tokens between environment tokens).
 - `critic_free`: group advantages (GRPO, Dr. GRPO, RLOO).
 - `dpo`: the DPO / cDPO / IPO losses on sequence log-probs (offline preference optimisation).
 - `losses`: masked mean / whitening, the loss aggregations, the clipped surrogate, the (clipped)
@@ -15,7 +16,7 @@ Every PPO formula lives here once, as small functions over torch tensors with op
 from ppo_bridge.config import PPOConfig
 from ppo_bridge.critic_free import group_advantages
 from ppo_bridge.dpo import dpo_loss
-from ppo_bridge.gae import gae
+from ppo_bridge.gae import gae, multi_turn_gae
 from ppo_bridge.kl import AdaptiveKLController, FixedKLController, KLController, kl_estimate
 from ppo_bridge.losses import (
     clipped_surrogate_loss,
@@ -46,6 +47,7 @@ __all__ = [
     "masked_mean",
     "masked_var",
     "masked_whiten",
+    "multi_turn_gae",
     "ppo_update",
     "value_loss",
 ]
