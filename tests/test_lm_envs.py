@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import textwrap
 import warnings
@@ -16,13 +17,22 @@ import lm.envs
 from lm.envs import (
     BUILTIN_IDS,
     CHARSET,
+    GuessNumberEnv,
     TextWrapper,
+    bisect_policy,
     check_text_env,
+    expected_optimal_turns,
     first_word,
     is_text_env,
+    linear_policy,
+    optimal_turns,
+    play_episode,
 )
 
 CARTPOLE_OBS = re.compile(r"x=[+-]\d\.\d\d v=[+-]\d\.\d\d a=[+-]\d\.\d\d w=[+-]\d\.\d\d")
+SCRIPTED = {
+    "ppo_bridge/GuessNumber-v0": (bisect_policy, linear_policy),
+}
 
 
 def one_line_error(excinfo: pytest.ExceptionInfo[ValueError]) -> str:
@@ -60,6 +70,8 @@ def test_builtin_follows_the_contract(env_id: str) -> None:
         assert isinstance(reward, float)
         assert isinstance(terminated, bool) and isinstance(truncated, bool)
         assert isinstance(info["invalid_action"], bool)
+        if env_id != "ppo_bridge/TextCartPole-v0":  # tasks that can be won say so at the end
+            assert ("success" in info) == (terminated or truncated)
         if terminated or truncated:
             obs, info = env.reset()
     env.close()
@@ -74,17 +86,19 @@ def test_invalid_action_is_flagged() -> None:
 
 
 def test_gymnasium_check_env() -> None:
-    """check_env passes on TextCartPole. The wrapper is the env under test (its unwrapped env is
-    numeric CartPole), and the render check is skipped: rendering is the inner CartPole's pixels,
-    and the check would open a "human" window."""
+    """check_env passes on the raw worlds. For TextCartPole the wrapper is the env under test (its
+    unwrapped env is numeric CartPole), and its render check is skipped: rendering is the inner
+    CartPole's pixels, and the check would open a "human" window."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*different from the unwrapped version.*")
+        for env_id in SCRIPTED:
+            check_env(gym.make(env_id).unwrapped)
         check_env(lm.envs.make("ppo_bridge/TextCartPole-v0"), skip_render_check=True)
 
 
 @pytest.mark.parametrize("env_id", BUILTIN_IDS)
 def test_reset_seed_replays_the_episode(env_id: str) -> None:
-    actions = ["right", "left", "right", "right"]
+    actions = ["right", "left", "5", "<calc>2*3</calc>", "right", "12", "<answer>7</answer>"]
 
     def transcript(seed: int) -> list:
         env = lm.envs.make(env_id)
@@ -250,6 +264,57 @@ def test_make_refuses_an_env_it_cannot_wrap() -> None:
     assert message.startswith("env Pendulum-v1 has a Box observation space, not Text")
 
 
+# --- GuessNumber -----------------------------------------------------------------------------
+
+
+def test_bisect_is_optimal_and_linear_is_weak() -> None:
+    env = gym.make("ppo_bridge/GuessNumber-v0")
+    bound = math.ceil(math.log2(16)) + 1
+    bisect, secrets = [], set()
+    for seed in range(64):
+        bisect.append(play_episode(env, bisect_policy, seed))
+        secret = env.unwrapped.secret
+        secrets.add(secret)
+        assert bisect[-1].success and bisect[-1].terminated and bisect[-1].rewards[-1] == 1.0
+        assert bisect[-1].turns == optimal_turns(1, 16, secret) <= bound
+    assert secrets == set(range(1, 17))  # 64 seeds cover every secret
+    assert expected_optimal_turns(1, 16) == 54 / 16
+    assert max(optimal_turns(1, 16, s) for s in range(1, 17)) == 5
+    linear = [play_episode(env, linear_policy, seed) for seed in range(64)]
+    assert all(not e.info["invalid_action"] for e in linear)
+    assert sum(e.success for e in linear) < sum(e.success for e in bisect) == 64
+    assert np.mean([e.turns for e in linear]) > np.mean([e.turns for e in bisect])
+    assert all(e.truncated and e.turns == 8 for e in linear if not e.success)
+
+
+def test_guess_number_hints_invalid_and_truncation() -> None:
+    env = GuessNumberEnv(lo=3, hi=9, max_turns=5, turn_penalty=0.1)
+    obs, info = env.reset(seed=1)
+    assert obs == "Guess a number from 3 to 9." and (info["lo"], info["hi"]) == (3, 9)
+    wrong, hint = (3, "higher") if env.secret != 3 else (9, "lower")
+    obs, reward, terminated, truncated, info = env.step("twelve")
+    assert obs == "not a number from 3 to 9" and info["invalid_action"] and reward == -0.1
+    assert env.step("10")[4]["invalid_action"]  # out of range
+    assert env.step("9" * 5000)[4]["invalid_action"]  # too long to be an integer
+    obs, reward, terminated, truncated, info = env.step(f"{wrong}.")
+    assert (obs, reward, info["invalid_action"]) == (hint, -0.1, False)
+    assert (info["lo"], info["hi"]) == ((4, 9) if wrong == 3 else (3, 8))
+    obs, reward, terminated, truncated, info = env.step(str(wrong))
+    assert (terminated, truncated, info["success"]) == (False, True, False)
+
+
+# --- short texts -----------------------------------------------------------------------------
+
+
 def test_texts_fit_a_small_context() -> None:
+    """Every observation is short, and a scripted transcript stays under 200 characters (at most
+    200 byte-level tokens), so it fits a 256-position LM with room for a chat template."""
+    for env_id, policies in SCRIPTED.items():
+        env = gym.make(env_id)
+        for policy in policies:
+            for seed in range(100):
+                episode = play_episode(env, policy, seed)
+                assert max(map(len, episode.observations)) <= 80
+                assert sum(map(len, episode.observations + episode.actions)) < 200
     cartpole = lm.envs.make("ppo_bridge/TextCartPole-v0")
     assert len(cartpole.reset(seed=0)[0]) + len("right") < 40

@@ -6,11 +6,13 @@ every step's info) and the last step's info holds `info["success"]` where a task
 The worlds, registered with gymnasium when this package is imported:
 
 - `ppo_bridge/TextCartPole-v0`: CartPole-v1 through `TextWrapper` (`wrapper`), which turns any
-  env with flat Box observations and Discrete actions into a text env.
+  env with flat Box observations and Discrete actions into a text env;
+- `ppo_bridge/GuessNumber-v0`: find a secret number from higher/lower hints (`guess_number`).
 
 `make(env_id)` builds any of them, any gymnasium id (wrapped when it can be) or `module:EnvId`.
-`play_episode` runs a scripted policy, `(obs, info) -> action`, for tests and SFT transcripts.
-Texts are short: a whole CartPole turn stays well under 256 characters.
+Each task ships an optimal scripted policy and a weak one, `(obs, info) -> action`, for tests and
+SFT transcripts (`play_episode`). Texts are short: a whole CartPole turn, or a scripted
+GuessNumber transcript, stays well under 256 characters.
 """
 
 from lm.envs.core import (
@@ -27,6 +29,13 @@ from lm.envs.core import (
     observation_space,
     play_episode,
 )
+from lm.envs.guess_number import (
+    GuessNumberEnv,
+    bisect_policy,
+    expected_optimal_turns,
+    linear_policy,
+    optimal_turns,
+)
 from lm.envs.registry import BUILTIN_IDS, make, register
 from lm.envs.wrapper import TextWrapper, wrap_text
 
@@ -38,15 +47,20 @@ __all__ = [
     "CHARSET",
     "OBS_MAX_CHARS",
     "Episode",
+    "GuessNumberEnv",
     "Policy",
     "TextWrapper",
     "action_space",
+    "bisect_policy",
     "can_wrap",
     "check_text_env",
+    "expected_optimal_turns",
     "first_word",
     "is_text_env",
+    "linear_policy",
     "make",
     "observation_space",
+    "optimal_turns",
     "play_episode",
     "register",
     "wrap_text",

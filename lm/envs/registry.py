@@ -15,6 +15,7 @@ from lm.envs.wrapper import TextWrapper
 # CartPole-v1 keeps its own 500-step TimeLimit, which counts valid actions only).
 BUILTINS: dict[str, tuple[str, dict[str, Any]]] = {
     "ppo_bridge/TextCartPole-v0": ("lm.envs.wrapper:wrap_text", {"inner_id": "CartPole-v1"}),
+    "ppo_bridge/GuessNumber-v0": ("lm.envs.guess_number:GuessNumberEnv", {}),
 }
 BUILTIN_IDS = tuple(BUILTINS)
 
