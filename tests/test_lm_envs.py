@@ -17,21 +17,26 @@ import lm.envs
 from lm.envs import (
     BUILTIN_IDS,
     CHARSET,
+    CalculatorEnv,
     GuessNumberEnv,
     TextWrapper,
     bisect_policy,
     check_text_env,
     expected_optimal_turns,
     first_word,
+    guess_policy,
     is_text_env,
     linear_policy,
     optimal_turns,
     play_episode,
+    safe_eval,
+    tool_policy,
 )
 
 CARTPOLE_OBS = re.compile(r"x=[+-]\d\.\d\d v=[+-]\d\.\d\d a=[+-]\d\.\d\d w=[+-]\d\.\d\d")
 SCRIPTED = {
     "ppo_bridge/GuessNumber-v0": (bisect_policy, linear_policy),
+    "ppo_bridge/Calculator-v0": (tool_policy, guess_policy),
 }
 
 
@@ -301,6 +306,76 @@ def test_guess_number_hints_invalid_and_truncation() -> None:
     assert (info["lo"], info["hi"]) == ((4, 9) if wrong == 3 else (3, 8))
     obs, reward, terminated, truncated, info = env.step(str(wrong))
     assert (terminated, truncated, info["success"]) == (False, True, False)
+
+
+# --- Calculator ------------------------------------------------------------------------------
+
+
+def test_tool_policy_solves_and_guessing_does_not() -> None:
+    env = gym.make("ppo_bridge/Calculator-v0")
+    tool = [play_episode(env, tool_policy, seed) for seed in range(50)]
+    assert np.mean([e.success for e in tool]) == 1.0
+    assert all(e.turns == 2 and e.observations[1].startswith("<result>") for e in tool)
+    guess = [play_episode(env, guess_policy, seed) for seed in range(50)]
+    assert all(e.turns == 1 and e.terminated for e in guess)
+    assert 0.0 < np.mean([e.success for e in guess]) < 0.5
+
+
+def test_problems_have_integer_answers() -> None:
+    env = CalculatorEnv()
+    expressions = set()
+    for seed in range(300):
+        obs, info = env.reset(seed=seed)
+        assert obs == info["question"] and info["answer"] == safe_eval(info["expression"]) >= 0
+        expressions.add(re.sub(r"\d+", "n", info["expression"]))
+    assert len(expressions) == 8  # every template
+
+
+def test_safe_eval() -> None:
+    assert safe_eval("12*7") == 84
+    assert safe_eval(" (3+2)*7 - -1 ") == 36
+    assert safe_eval("36/4") == 9 and safe_eval("7//2") == 3
+    refused = [
+        "__import__('os')",
+        "os.system('ls')",
+        "().__class__",
+        "x",
+        "2**8",
+        "1.5*2",
+        "True+1",
+        "[1]",
+        "(lambda: 1)()",
+        "7/2",
+        "",
+        "1+",
+        "9" * 101,
+    ]
+    for expression in refused + ["1/0", "5//0"]:
+        with pytest.raises(ValueError):
+            safe_eval(expression)
+
+
+def test_calculator_steps() -> None:
+    env = CalculatorEnv(max_turns=4)
+    obs, info = env.reset(seed=0)
+    error = ("<result>error</result>", 0.0, False, False)
+    assert env.step("<calc>__import__('os').system('ls')</calc>")[:4] == error
+    obs, _, _, _, info = env.step("<calc>1/0</calc>")
+    assert obs == "<result>error</result>" and info["invalid_action"]
+    obs, _, _, _, info = env.step("the answer is 3")
+    assert obs.startswith("invalid: use <calc>") and info["invalid_action"]
+    obs, _, _, truncated, info = env.step(f"<calc>{info['expression']}</calc>")
+    assert obs == f"<result>{info['answer']}</result>" and not info["invalid_action"]
+    assert truncated and info["success"] is False  # 4 turns without an answer
+
+    env.reset(seed=0)
+    assert env.step("<answer>lots</answer>")[4]["invalid_action"]
+    assert env.step(f"<answer>{'9' * 5000}</answer>")[4]["invalid_action"]
+    obs, reward, terminated, truncated, info = env.step(f"<answer>{info['answer'] + 1}</answer>")
+    assert (obs, reward, terminated, info["success"]) == ("wrong", 0.0, True, False)
+    env.reset(seed=0)
+    step = env.step(f" <answer> {info['answer']} </answer> thanks")
+    assert step[:3] == ("correct", 1.0, True) and step[4]["success"]
 
 
 # --- short texts -----------------------------------------------------------------------------

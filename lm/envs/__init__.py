@@ -7,14 +7,16 @@ The worlds, registered with gymnasium when this package is imported:
 
 - `ppo_bridge/TextCartPole-v0`: CartPole-v1 through `TextWrapper` (`wrapper`), which turns any
   env with flat Box observations and Discrete actions into a text env;
-- `ppo_bridge/GuessNumber-v0`: find a secret number from higher/lower hints (`guess_number`).
+- `ppo_bridge/GuessNumber-v0`: find a secret number from higher/lower hints (`guess_number`);
+- `ppo_bridge/Calculator-v0`: word problems with a calculator tool (`calculator`).
 
 `make(env_id)` builds any of them, any gymnasium id (wrapped when it can be) or `module:EnvId`.
-Each task ships an optimal scripted policy and a weak one, `(obs, info) -> action`, for tests and
+Each world ships an optimal scripted policy and a weak one, `(obs, info) -> action`, for tests and
 SFT transcripts (`play_episode`). Texts are short: a whole CartPole turn, or a scripted
-GuessNumber transcript, stays well under 256 characters.
+GuessNumber / Calculator transcript, stays well under 256 characters.
 """
 
+from lm.envs.calculator import CalculatorEnv, guess_policy, make_problem, safe_eval, tool_policy
 from lm.envs.core import (
     ACTION_MAX_CHARS,
     CHARSET,
@@ -46,6 +48,7 @@ __all__ = [
     "BUILTIN_IDS",
     "CHARSET",
     "OBS_MAX_CHARS",
+    "CalculatorEnv",
     "Episode",
     "GuessNumberEnv",
     "Policy",
@@ -56,12 +59,16 @@ __all__ = [
     "check_text_env",
     "expected_optimal_turns",
     "first_word",
+    "guess_policy",
     "is_text_env",
     "linear_policy",
     "make",
+    "make_problem",
     "observation_space",
     "optimal_turns",
     "play_episode",
     "register",
+    "safe_eval",
+    "tool_policy",
     "wrap_text",
 ]

@@ -16,6 +16,7 @@ from lm.envs.wrapper import TextWrapper
 BUILTINS: dict[str, tuple[str, dict[str, Any]]] = {
     "ppo_bridge/TextCartPole-v0": ("lm.envs.wrapper:wrap_text", {"inner_id": "CartPole-v1"}),
     "ppo_bridge/GuessNumber-v0": ("lm.envs.guess_number:GuessNumberEnv", {}),
+    "ppo_bridge/Calculator-v0": ("lm.envs.calculator:CalculatorEnv", {}),
 }
 BUILTIN_IDS = tuple(BUILTINS)
 
