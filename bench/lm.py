@@ -31,11 +31,14 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, TrainerCallback
 
-from lm.policy import load_causal_lm, load_reward_model, load_tokenizer
+from lm.data import cycle
+from lm.grading import Grader, reference_grader
+from lm.models import PolicyWithValueHead, load_causal_lm, load_reward_model, load_tokenizer
 from lm.ppo import LMPPOConfig, LMPPOTrainer
-from lm.rollout import left_pad, reward_model_scores
-from lm.train import cycle, world_gold, world_prompts
-from lm.world import build_world, default_cache_dir, gold_scores
+from lm.rewards import reward_model_scores
+from lm.rollout import SamplingArgs
+from lm.sampling import left_pad
+from lm.world import build_world, default_cache_dir, gold_scores, world_gold, world_prompts
 
 WINDOW = 3  # generation batches averaged for "reached the target"
 
@@ -166,10 +169,14 @@ def run_trl(world, kind: str, cfg: LMPPOConfig, target: float, budget_s: float):
         return result, trainer.model
 
 
-def held_out(grader: LMPPOTrainer, model, prompts: list[str]) -> dict[str, float]:
-    """Grade `model` on the held-out prompts with our evaluation (KL to the SFT reference)."""
-    grader.policy.lm.load_state_dict(model.state_dict())
-    return grader.evaluate(prompts)[0]
+def held_out(grader: Grader, model) -> dict[str, float]:
+    """Grade `model`'s weights on the grader's held-out prompts with our evaluation (KL to the
+    SFT reference), loaded into the grader's own policy."""
+    policy = grader.policy
+    (policy.lm if isinstance(policy, PolicyWithValueHead) else policy).load_state_dict(
+        model.state_dict()
+    )
+    return grader.evaluate()[0]
 
 
 class HeldOutCurve:
@@ -207,11 +214,11 @@ class HeldOutCurve:
 class StepHook(TrainerCallback):
     """Runs a `HeldOutCurve` after each of trl's optimizer steps on trl's model."""
 
-    def __init__(self, curve: HeldOutCurve, grader: LMPPOTrainer, prompts: list[str]) -> None:
-        self.curve, self.grader, self.prompts = curve, grader, prompts
+    def __init__(self, curve: HeldOutCurve, grader: Grader) -> None:
+        self.curve, self.grader = curve, grader
 
     def on_step_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
-        if self.curve.check(state.global_step, lambda: held_out(self.grader, model, self.prompts)):
+        if self.curve.check(state.global_step, lambda: held_out(self.grader, model)):
             control.should_training_stop = True
 
 
@@ -223,8 +230,9 @@ def run_dpo(world, target: float, budget_s: float, every: int, skip_trl: bool, o
     the same seed, through the same grader (lm.train's evaluation)."""
     from trl import DPOConfig, DPOTrainer
 
-    from lm.dpo import LMDPOConfig, LMDPOTrainer, make_grader, pairs_of_world, tokenize_pairs
-    from lm.rollout import model_context
+    from lm.dpo import LMDPOConfig, LMDPOTrainer, tokenize_pairs
+    from lm.models import model_context
+    from lm.world import pairs_of_world
 
     cfg = LMDPOConfig()
     train_pairs = pairs_of_world(world)[0]
@@ -236,16 +244,20 @@ def run_dpo(world, target: float, budget_s: float, every: int, skip_trl: bool, o
     curve = HeldOutCurve(target, every, budget_s)
     policy = load_causal_lm(str(world.sft_dir))
     pairs = tokenize_pairs(tokenizer, train_pairs, model_context(policy))
-    trainer = LMDPOTrainer(
-        cfg, policy, tokenizer, pairs, test_prompts, reward_model=reward_model,
-        gold_fn=world_gold, out_dir=out / "dpo_ours",
+    trainer = LMDPOTrainer(cfg, policy, tokenizer, pairs, out_dir=out / "dpo_ours")
+    sampling = SamplingArgs(cfg.temperature, cfg.max_new_tokens)
+    grader = reference_grader(
+        trainer.accelerator, trainer.policy, tokenizer, test_prompts, sampling,
+        reward_model=reward_model, gold_fn=world_gold,
     )  # fmt: skip
     setup_s = curve.elapsed()  # loading, tokenising, the reference log-probs
-    history = trainer.train(
-        lambda m: curve.check(int(m["iteration"]), lambda: trainer.evaluate(test_prompts)[0])
-    )
+    history = []
+    while trainer.iteration < trainer.total_steps:
+        history.append(trainer.step(trainer.next_indices()))
+        if curve.check(trainer.iteration, lambda: grader.evaluate()[0]):
+            break
     train_s = curve.elapsed()
-    curve.check(trainer.step_count, lambda: trainer.evaluate(test_prompts)[0], final=True)
+    curve.check(trainer.iteration, lambda: grader.evaluate()[0], final=True)
     tokens = sum(
         2 * len(pairs.prompt[i]) + len(pairs.chosen[i]) + len(pairs.rejected[i])
         for i in range(len(pairs))
@@ -253,11 +265,11 @@ def run_dpo(world, target: float, budget_s: float, every: int, skip_trl: bool, o
     results["ours (DPO)"] = {
         "time_to_target_s": curve.reached,
         "train_s": train_s,
-        "steps": trainer.step_count,
+        "steps": trainer.iteration,
         "phases": {
             "reference log-probs (once)": trainer.seconds_reference,
             "setup (load, tokenise, reference)": setup_s,
-            "seconds per step": (train_s - setup_s) / trainer.step_count,
+            "seconds per step": (train_s - setup_s) / trainer.iteration,
             "tokens per second (trl's count)": tokens / (train_s - setup_s),
         },
         **curve.points[-1],
@@ -266,9 +278,9 @@ def run_dpo(world, target: float, budget_s: float, every: int, skip_trl: bool, o
     (out / "results_dpo.json").write_text(json.dumps(results, indent=2))
 
     if not skip_trl:
-        grader = make_grader(
-            cfg, load_causal_lm(str(world.sft_dir)), tokenizer, test_prompts, reward_model,
-            gold_fn=world_gold,
+        grader = reference_grader(
+            trainer.accelerator, load_causal_lm(str(world.sft_dir)), tokenizer, test_prompts,
+            sampling, reward_model=reward_model, gold_fn=world_gold,
         )  # fmt: skip
         curve = HeldOutCurve(target, every, budget_s)
         with tempfile.TemporaryDirectory() as tmp:
@@ -296,12 +308,12 @@ def run_dpo(world, target: float, budget_s: float, every: int, skip_trl: bool, o
                 args=args,
                 train_dataset=train_pairs,
                 processing_class=tokenizer,
-                callbacks=[StepHook(curve, grader, test_prompts)],
+                callbacks=[StepHook(curve, grader)],
             )
             theirs.train()
             train_s = curve.elapsed()
             steps = theirs.state.global_step
-            curve.check(steps, lambda: held_out(grader, theirs.model, test_prompts), final=True)
+            curve.check(steps, lambda: held_out(grader, theirs.model), final=True)
         results["trl DPO"] = {
             "time_to_target_s": curve.reached,
             "train_s": train_s,
@@ -365,10 +377,11 @@ def main() -> None:
         ours, trainer = run_ours(world, cfg, args.target, out / f"ours_{algo}")
         # Each run is graded by its own trainer: same sampling and RM scoring, ref = SFT policy.
         name = f"ours {algo}"
-        results[name] = {**ours, **held_out(trainer, trainer.policy.lm, test_prompts)}
+        grader = trainer.grader(test_prompts)
+        results[name] = {**ours, **held_out(grader, trainer.policy.lm)}
         if algo in TRL_OF and not args.skip_trl:
             theirs, model = run_trl(world, TRL_OF[algo], cfg, args.target, args.budget)
-            results[f"trl {algo}"] = {**theirs, **held_out(trainer, model, test_prompts)}
+            results[f"trl {algo}"] = {**theirs, **held_out(grader, model)}
             pairs.append((name, f"trl {algo}"))
         (out / "results.json").write_text(json.dumps(results, indent=2))
 

@@ -26,6 +26,7 @@ import torch
 from classic.config import ClassicError, TrainConfig
 from classic.networks import ActorCritic
 from classic.normalize import Normalizer
+from ppo_bridge.atomic import atomic_file
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = 3
@@ -56,12 +57,9 @@ def checkpoint_path(run: str | os.PathLike[str]) -> Path:
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
-    """torch.save to a temporary file, then os.replace: a crash never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """torch.save through `atomic_file`: a crash never leaves half a checkpoint."""
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
 
 
 def one_line(err: BaseException, limit: int = 300) -> str:

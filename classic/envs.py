@@ -9,6 +9,7 @@ bootstrapped from V(final obs).
 from __future__ import annotations
 
 import difflib
+import importlib
 from functools import partial
 
 import gymnasium as gym
@@ -19,10 +20,22 @@ from classic.config import ClassicError
 
 
 def check_env_id(env_id: str) -> None:
-    """Raise ClassicError unless `env_id` is registered with gymnasium, suggesting close ids."""
-    if env_id in gym.registry:
+    """Raise ClassicError unless `env_id` is registered with gymnasium, suggesting close ids.
+
+    gymnasium's `module:EnvId` form imports `module` first (which registers EnvId), so users
+    train their own envs with `--env mypkg.envs:MyEnv-v0`."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ClassicError(
+                f"--env {env_id}: cannot import {module!r} ({err}): in 'module:EnvId' the module "
+                "must be importable (on sys.path) and register EnvId"
+            ) from None
+    if name in gym.registry:
         return
-    close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+    close = difflib.get_close_matches(name, list(gym.registry), n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise ClassicError(
         f"unknown env id {env_id!r}: {hint}pass a registered gymnasium id "

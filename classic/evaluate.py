@@ -8,10 +8,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +21,8 @@ from classic.config import ClassicError
 from classic.envs import env_actions, make_vec_env
 from classic.networks import ActorCritic
 from classic.normalize import Normalizer
+from ppo_bridge.atomic import atomic_file
+from ppo_bridge.cli import USER_ERRORS, run_command
 
 Policy = Callable[[np.ndarray], np.ndarray]  # batch of raw observations -> batch of actions
 
@@ -82,7 +84,13 @@ def write_gif(policy: Policy, env_id: str, path: str, *, seed: int) -> int:
     """
     import imageio.v3 as iio
 
+    target = Path(path)
+    if not target.parent.is_dir() or not os.access(target.parent, os.W_OK | os.X_OK):
+        raise ClassicError(
+            f"--gif {path}: {target.parent} is not a writable folder: pass a path in one"
+        )
     os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen: no display
     envs = make_vec_env(env_id, 1, render_mode="rgb_array")
     try:
         obs, _ = envs.reset(seed=seed)
@@ -105,7 +113,9 @@ def write_gif(policy: Policy, env_id: str, path: str, *, seed: int) -> int:
         fps = env.metadata.get("render_fps", 30)
     finally:
         envs.close()
-    iio.imwrite(path, np.stack(frames), duration=1000 / fps, loop=0)
+    gif = iio.imwrite("<bytes>", np.stack(frames), extension=".gif", duration=1000 / fps, loop=0)
+    with atomic_file(target) as tmp:
+        tmp.write_bytes(gif)
     return len(frames)
 
 
@@ -121,32 +131,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--env", help="expected env id: error if the run was trained on another")
     parser.add_argument("--gif", metavar="FILE", help="also write one rendered episode to FILE")
     args = parser.parse_args(argv)
-    try:
-        if args.episodes < 1 or args.n_envs < 1:
-            raise ClassicError("--episodes and --n-envs must be >= 1")
-        state = load_checkpoint(args.run, env_id=args.env)
-        cfg, model, normalizer = restore_policy(state, checkpoint_path(args.run))
-        torch.manual_seed(args.seed)
-        policy = torch_policy(model, normalizer, not args.stochastic, cfg.device)
-        returns = evaluate_policy(
-            policy, cfg.env_id, args.episodes, seed=args.seed, n_envs=args.n_envs
-        )
-        result = {
-            "env": cfg.env_id,
-            "episodes": len(returns),
-            "mean_return": float(returns.mean()),
-            "std_return": float(returns.std()),
-            "deterministic": not args.stochastic,
-            "seed": args.seed,
-        }
-        if args.gif:
-            result["gif"] = args.gif
-            result["gif_frames"] = write_gif(policy, cfg.env_id, args.gif, seed=args.seed)
-    except (ClassicError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(result))
-    return 0
+    return run_command(lambda: evaluate_run(args), (ClassicError, *USER_ERRORS))
+
+
+def evaluate_run(args: argparse.Namespace) -> dict:
+    """Load the run's policy, play the episodes, return the summary (and write the GIF)."""
+    if args.episodes < 1 or args.n_envs < 1:
+        raise ClassicError("--episodes and --n-envs must be >= 1")
+    state = load_checkpoint(args.run, env_id=args.env)
+    cfg, model, normalizer = restore_policy(state, checkpoint_path(args.run))
+    torch.manual_seed(args.seed)
+    policy = torch_policy(model, normalizer, not args.stochastic, cfg.device)
+    returns = evaluate_policy(policy, cfg.env_id, args.episodes, seed=args.seed, n_envs=args.n_envs)
+    result = {
+        "env": cfg.env_id,
+        "episodes": len(returns),
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std()),
+        "deterministic": not args.stochastic,
+        "seed": args.seed,
+    }
+    if args.gif:
+        result["gif"] = args.gif
+        result["gif_frames"] = write_gif(policy, cfg.env_id, args.gif, seed=args.seed)
+    return result
 
 
 if __name__ == "__main__":

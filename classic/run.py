@@ -5,10 +5,7 @@ batched model; everything here is per seed, so seed k's run folder is an ordinar
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import shutil
 import sys
 from collections import deque
 from pathlib import Path
@@ -23,9 +20,11 @@ from classic.envs import env_actions, make_vec_env, policy_dims
 from classic.envstate import load_env_state, save_env_state
 from classic.normalize import tensor_to_array
 from classic.plots import plot_learning_curve
+from ppo_bridge.logs import MetricsLogger
 from ppo_bridge.rundir import check_run_dir
 
 RUN_MARKERS = (CHECKPOINT_NAME, "progress.csv", "result.json")  # a folder holding one holds a run
+RUN_FILES = (*RUN_MARKERS, "learning_curve.png", "tb")  # what --overwrite deletes
 # A checkpoint can only be resumed by a config that agrees on these.
 RESUME_FIXED = ("env_id", "n_envs", "hidden_dim", "n_hidden", "norm_obs", "norm_reward")
 METRIC_COLUMNS = {"clipfrac": "clip_fraction", "lr": "learning_rate"}  # core name -> SB3 name
@@ -56,64 +55,6 @@ CSV_COLUMNS = [
 ]
 
 
-class RunLogger:
-    """progress.csv and TensorBoard scalars, one row per iteration.
-
-    Nothing is written before the first row, so a run (or a resume) that fails before its first
-    iteration leaves the folder as it was. Then a resumed run keeps the rows up to the
-    checkpoint's step (later ones were never checkpointed: they are done again), rewritten to a
-    temporary file and renamed over progress.csv in one step, and appends from there;
-    TensorBoard purges the later steps likewise.
-    """
-
-    def __init__(self, out: Path | None, tensorboard: bool, resume_step: int | None) -> None:
-        self.csv_path = out / "progress.csv" if out else None
-        self.tensorboard, self.resume_step = tensorboard, resume_step
-        self.writer = None
-        self._file = None
-
-    def _open(self) -> None:
-        path, resume_step = self.csv_path, self.resume_step
-        kept: list[dict[str, str]] = []
-        if resume_step is not None and path.exists():
-            with open(path, newline="") as f:
-                for row in csv.DictReader(f):
-                    step = row.get("time/total_timesteps") or ""
-                    if step.isdigit() and int(step) <= resume_step:
-                        kept.append(row)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, CSV_COLUMNS, restval="", extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(kept)
-        os.replace(tmp, path)
-        self._file = open(path, "a", newline="")  # noqa: SIM115 (closed in close())
-        self._csv = csv.DictWriter(self._file, CSV_COLUMNS, restval="")
-        if self.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(path.parent / "tb"), purge_step=resume_step)
-
-    def log(self, row: dict[str, float]) -> None:
-        if self.csv_path is None:
-            return
-        if self._file is None:
-            self._open()
-        self._csv.writerow(row)
-        self._file.flush()
-        if self.writer is not None:
-            step = int(row["time/total_timesteps"])
-            for key, value in row.items():
-                if not key.startswith("time/total"):
-                    self.writer.add_scalar(key, value, step)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        if self.writer is not None:
-            self.writer.close()
-
-
 class SeedRun:
     """One seed: envs (seeded by cfg.seed), normaliser, the action sampler (which also draws the
     seed's network initialisation) and minibatch generator, counters, episode statistics, logs."""
@@ -136,7 +77,7 @@ class SeedRun:
         self.recent_lengths: deque[int] = deque(maxlen=100)
         self.history: list[dict[str, float]] = []
         self.obs = self.normalizer.obs(self.envs.reset(seed=cfg.seed)[0], update=True)
-        self.logger: RunLogger | None = None
+        self.logger: MetricsLogger | None = None
         self.start_step, self.start_wall = 0, 0.0
         # (model, optimizer) state slices of a seed that has left the batch (it is done)
         self.frozen: tuple[dict[str, Any], dict[str, Any]] | None = None
@@ -151,7 +92,17 @@ class SeedRun:
         """Start logging from the current step (after a restore: keep the rows up to it)."""
         self.start_step, self.start_wall = self.global_step, self.wall_s
         resume_step = self.global_step if self.iteration else None
-        self.logger = RunLogger(self.out, self.cfg.tensorboard, resume_step)
+        self.logger = None
+        if self.out is not None:
+            self.logger = MetricsLogger(
+                self.out,
+                csv_name="progress.csv",
+                step_key="time/total_timesteps",
+                resume_step=resume_step,
+                columns=CSV_COLUMNS,
+                tensorboard=self.cfg.tensorboard,
+                tb_skip=("time/total",),
+            )
 
     # --- the env side of one rollout step ----------------------------------------------------
 
@@ -195,7 +146,8 @@ class SeedRun:
 
     def log(self, row: dict[str, float]) -> None:
         self.history.append(row)
-        self.logger.log(row)
+        if self.logger is not None:
+            self.logger.log(row)
 
     # --- checkpoints -------------------------------------------------------------------------
 
@@ -305,10 +257,3 @@ def check_out(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
             "another --out"
         )
     return check_run_dir(out, resume=resume, overwrite=overwrite, markers=RUN_MARKERS)
-
-
-def start_over(out: Path) -> None:
-    """Remove the files of the run in `out` (--overwrite); other files in it stay."""
-    for name in (*RUN_MARKERS, "learning_curve.png", "progress.csv.tmp", "checkpoint.pt.tmp"):
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / "tb", ignore_errors=True)

@@ -27,7 +27,7 @@ object with a `runs` list and the total wall_s).
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import re
 import sys
 import time
@@ -51,9 +51,10 @@ from classic.config import PRESETS, ClassicError, TrainConfig
 from classic.evaluate import evaluate_policy, torch_policy
 from classic.networks import ActorCritic
 from classic.normalize import Normalizer
-from classic.run import SeedRun, check_out, start_over
+from classic.run import RUN_FILES, SeedRun, check_out
 from ppo_bridge import Evaluation, gae, ppo_update
-from ppo_bridge.cli import add_config_arguments, config_overrides
+from ppo_bridge.cli import USER_ERRORS, add_config_arguments, config_overrides, run_command
+from ppo_bridge.rundir import RunDirError, run_lock, start_over
 
 PERIODIC_EVAL_SEED = 10_000  # + cfg.seed: the periodic evaluations replay the same episodes
 FINAL_EVAL_SEED = 20_000  # + cfg.seed: the final evaluation uses other episodes
@@ -415,18 +416,23 @@ def train_runs(
         None if out is None else check_out(out, resume=resume, overwrite=overwrite) for out in outs
     ]
     trainer = Trainer(cfgs, paths, resume)
-    for path in paths:
-        if path is None:
-            continue
-        try:
-            if overwrite:
-                start_over(path)
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            for r in trainer.runs:
-                r.envs.close()
-            raise ClassicError(f"cannot use --out {path}: {err}: pass another --out") from err
-    return trainer.run()
+    with contextlib.ExitStack() as locks:
+        for path in paths:
+            if path is None:
+                continue
+            try:
+                locks.enter_context(run_lock(path))  # this process owns the folder from here
+                if overwrite:
+                    start_over(path, RUN_FILES)
+            except OSError as err:
+                for r in trainer.runs:
+                    r.envs.close()
+                raise ClassicError(f"cannot use --out {path}: {err}: pass another --out") from err
+            except RunDirError:
+                for r in trainer.runs:
+                    r.envs.close()
+                raise
+        return trainer.run()
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -493,39 +499,37 @@ def config_from_args(args: argparse.Namespace, seeds: list[int] | None = None) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_command(lambda: run(args), (ClassicError, *USER_ERRORS))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Check the flags and run folders, train, and return the summary."""
     out = getattr(args, "out", None)
     resume, overwrite = getattr(args, "resume", False), getattr(args, "overwrite", False)
-    try:
-        if out is None and overwrite:
-            raise ClassicError("--overwrite needs --out (the run folder to start over in)")
-        seeds = getattr(args, "seeds", None)
-        if seeds is not None:
-            if hasattr(args, "seed"):
-                raise ClassicError("give --seed (one run) or --seeds (many), not both")
-            seeds = parse_seeds(seeds)
-        if seeds is not None and out is not None:
-            for s in seeds:
-                check_out(Path(out) / f"seed-{s}", resume=resume, overwrite=overwrite)
-        elif out is not None:
-            check_out(out, resume=resume, overwrite=overwrite)
-        cfg = config_from_args(args, seeds)
-        if seeds is not None and cfg.target_kl is not None:
-            raise ClassicError(
-                "--seeds trains with the epochs of every seed at once: drop target_kl (set "
-                "--target-kl none), or train the seeds one by one with --seed"
-            )
-        tic = time.perf_counter()
-        if seeds is None:
-            summary = train(cfg, out, resume, overwrite).summary()
-        else:
-            results = train_seeds(cfg, seeds, out, resume, overwrite)
-            wall = round(time.perf_counter() - tic, 3)
-            summary = {"runs": [r.summary() for r in results], "wall_s": wall}
-    except (ClassicError, ValueError, FloatingPointError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
-    return 0
+    if out is None and overwrite:
+        raise ClassicError("--overwrite needs --out (the run folder to start over in)")
+    seeds = getattr(args, "seeds", None)
+    if seeds is not None:
+        if hasattr(args, "seed"):
+            raise ClassicError("give --seed (one run) or --seeds (many), not both")
+        seeds = parse_seeds(seeds)
+    if seeds is not None and out is not None:
+        for s in seeds:
+            check_out(Path(out) / f"seed-{s}", resume=resume, overwrite=overwrite)
+    elif out is not None:
+        check_out(out, resume=resume, overwrite=overwrite)
+    cfg = config_from_args(args, seeds)
+    if seeds is not None and cfg.target_kl is not None:
+        raise ClassicError(
+            "--seeds trains with the epochs of every seed at once: drop target_kl (set "
+            "--target-kl none), or train the seeds one by one with --seed"
+        )
+    tic = time.perf_counter()
+    if seeds is None:
+        return train(cfg, out, resume, overwrite).summary()
+    results = train_seeds(cfg, seeds, out, resume, overwrite)
+    wall = round(time.perf_counter() - tic, 3)
+    return {"runs": [r.summary() for r in results], "wall_s": wall}
 
 
 if __name__ == "__main__":

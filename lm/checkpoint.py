@@ -1,12 +1,6 @@
-"""The files of an lm run folder: atomic folders, checkpoint-<iteration>/ bookkeeping, RNG states.
-
-Atomic folder: written under a hidden temporary name beside its final path, then published with one
-rename (a new path) or, to replace an existing folder, one atomic exchange (Linux
-`renameat2(RENAME_EXCHANGE)`) after which the old folder, now under the temporary name, is deleted.
-At every instant the final path holds the old complete folder or the new complete one. Where there
-is no renameat2 (macOS, Windows, old kernels or file systems) the fallback is two renames, final ->
-`.NAME.old-*` then temporary -> final; a kill between them leaves no final path but the old complete
-folder, which `clean_stale` renames back at the next start.
+"""What an lm run folder holds, written and read back: model folders (`save_pretrained` + tokenizer,
+plus PPO's value head), checkpoint-<iteration>/ folders (each written atomically,
+`ppo_bridge.atomic`), the trainer's JSON state, RNG states, and safe loading.
 
 Nothing here loads code from a file: RNG states are tensors and plain types, for
 `torch.load(weights_only=True)`.
@@ -14,27 +8,31 @@ Nothing here loads code from a file: RNG states are tensors and plain types, for
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import errno
-import os
+import json
 import pickle
 import random
 import re
-import secrets
-import shutil
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from lm.lora import is_lora
+from lm.models import PolicyWithValueHead, pretrained
+from ppo_bridge.atomic import atomic_folder, remove_folder
 
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")
-# leftovers of a killed save: `.NAME.tmp-*` (being written), `.NAME.del-*` (being deleted),
-# `.NAME.old-*` (the fallback's old copy), and `.policy.XXXXXXXX` / `.policy.old` of older versions
-STALE = re.compile(r"\.(policy|tb|checkpoint-\d+)\.(.+)")
+VALUE_HEAD_FILE = "value_head.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+PARTS = ("lm.", "value_head.")  # the state-dict prefixes of PolicyWithValueHead's two parts
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -48,101 +46,6 @@ def prune_checkpoints(run_dir: Path, keep: int | None) -> None:
     if keep is not None:
         for old in checkpoints(run_dir)[:-keep]:
             remove_folder(old)
-
-
-def remove_folder(path: Path) -> None:
-    """Delete a folder in one step as far as readers see: rename it to a stale name, then delete."""
-    doomed = path.with_name(f".{path.name}.del-{secrets.token_hex(4)}")
-    os.rename(path, doomed)
-    shutil.rmtree(doomed)
-
-
-def clean_stale(run_dir: Path) -> None:
-    """Remove the temporary folders of a killed save; put back an old copy the fallback left."""
-    if not run_dir.is_dir():
-        return
-    for path in run_dir.iterdir():
-        match = STALE.fullmatch(path.name)
-        if not match or not path.is_dir():
-            continue
-        final = run_dir / match[1]
-        if match[2].startswith("old") and not final.exists():
-            os.rename(path, final)
-        else:
-            shutil.rmtree(path)
-
-
-@contextlib.contextmanager
-def atomic_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield an empty temporary folder beside `final`; on success it becomes `final` atomically.
-
-    The folder is made by `os.mkdir`, so it gets the usual permissions (umask), not mkdtemp's 0700,
-    and its files get the same read/write bits (safetensors writes 0600). Files and folder are
-    fsynced before the rename. On an exception the temporary folder is deleted and `final` is left
-    as it was.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{secrets.token_hex(4)}")
-    os.mkdir(tmp)
-    try:
-        yield tmp
-        mode = tmp.stat().st_mode & 0o666
-        for path in tmp.iterdir():
-            if path.is_file():
-                os.chmod(path, mode)
-                fsync(path)
-        fsync(tmp)
-        if not final.exists():
-            os.rename(tmp, final)
-        elif exchange(tmp, final):
-            delete(tmp)  # the old folder, now under the temporary name
-        else:
-            old = final.with_name(f".{final.name}.old-{secrets.token_hex(4)}")
-            os.rename(final, old)
-            os.rename(tmp, final)
-            delete(old)
-        fsync(final.parent)
-    finally:
-        if tmp.exists() or tmp.is_symlink():
-            delete(tmp)
-
-
-def delete(path: Path) -> None:
-    """Delete a folder tree, or a file or link (what an old final path may have been)."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
-
-
-def exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically with renameat2(RENAME_EXCHANGE); False where that is missing."""
-    if not sys.platform.startswith("linux"):
-        return False
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if renameat2 is None:  # glibc < 2.28
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p] * 2 + [ctypes.c_uint]
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # kernel or file system without it
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def fsync(path: Path) -> None:
-    """Flush a file or folder to disk (a no-op where a folder cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_plain(path: Path) -> Any:
@@ -180,3 +83,131 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(mt), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+def write_model(
+    model: PolicyWithValueHead | PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    folder: Path,
+    state: tuple[str, dict] | None = None,
+    state_dict: dict[str, Tensor] | None = None,
+) -> None:
+    """Write into the existing `folder` the LM (`save_pretrained`, with its tokenizer), a policy's
+    value head (safetensors) and `state = (file name, JSON)`. `state_dict`: the model's gathered
+    weights when its own are sharded (FSDP)."""
+    state_dict = state_dict or model.state_dict()
+    if isinstance(model, PolicyWithValueHead):
+        part = {
+            p: {k[len(p) :]: v for k, v in state_dict.items() if k.startswith(p)} for p in PARTS
+        }
+        model.lm.save_pretrained(folder, state_dict=part["lm."])
+        head = {k: v.contiguous() for k, v in part["value_head."].items()}
+        save_file(head, folder / VALUE_HEAD_FILE)
+    else:
+        model.save_pretrained(folder, state_dict=state_dict)
+    tokenizer.save_pretrained(folder)
+    if state is not None:
+        (folder / state[0]).write_text(json.dumps(state[1], indent=2))
+
+
+def save_model(
+    model: PolicyWithValueHead | PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out: str | Path,
+    state: tuple[str, dict] | None = None,
+    state_dict: dict[str, Tensor] | None = None,
+) -> None:
+    """`write_model` into `out` atomically: `out` is the previous complete folder or the new
+    complete one at every instant (`ppo_bridge.atomic.atomic_folder`)."""
+    with atomic_folder(out) as tmp:
+        write_model(model, tokenizer, tmp, state, state_dict)
+
+
+def load_weights(model: PolicyWithValueHead | PreTrainedModel, folder: Path) -> None:
+    """Copy the weights `write_model` saved in `folder` into `model`, in place (its optimizer keeps
+    pointing at the same parameters); a one-line ValueError if they do not fit."""
+    lm = model.lm if isinstance(model, PolicyWithValueHead) else model
+    try:
+        if is_lora(lm):  # the folder holds the adapter (peft's save_pretrained); the base is lm's
+            from peft import set_peft_model_state_dict
+
+            adapter = load_file(folder / "adapter_model.safetensors")
+            result = set_peft_model_state_dict(lm, adapter)
+            if result.unexpected_keys:
+                raise ValueError(f"unexpected adapter weights {result.unexpected_keys[:3]}")
+        else:
+            saved = pretrained(AutoModelForCausalLM, str(folder), "checkpoint")
+            lm.load_state_dict(saved.state_dict())
+        if isinstance(model, PolicyWithValueHead):
+            model.value_head.load_state_dict(load_file(folder / VALUE_HEAD_FILE))
+    except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as err:
+        message = str(err).strip().splitlines() or [type(err).__name__]
+        raise ValueError(
+            f"checkpoint {folder}: cannot load it into this run: {message[0]}"
+        ) from None
+
+
+def read_state(folder: Path, name: str, schema: dict[str, tuple[str, Any]]) -> dict:
+    """The JSON state file `name` of a checkpoint, each field of `schema` (name -> (what it must
+    be, check)) present and valid, or a one-line ValueError naming the first that is not."""
+    path = folder / name
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"checkpoint {folder}: cannot read {name} ({err})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {folder}: {name} is not a JSON object: resume an intact one")
+    missing = [k for k in schema if k not in state]
+    if missing:
+        raise ValueError(f"checkpoint {folder}: {name} lacks {missing}: resume an intact one")
+    for key, (what, ok) in schema.items():
+        if not ok(state[key]):
+            raise ValueError(
+                f"checkpoint {folder}: {name} has {key} = {state[key]!r:.60}, not {what}: it is "
+                "damaged; resume an intact checkpoint"
+            )
+    return state
+
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    out_dir: Path,
+    iteration: int,
+    model: PolicyWithValueHead | PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    optimizer: torch.optim.Optimizer,
+    state: Callable[[], tuple[str, dict]],
+    rngs: dict[str, Any],
+    keep: int | None,
+) -> Path:
+    """Write `out_dir/checkpoint-<iteration>/` atomically and keep the newest `keep`: the model
+    (`write_model`), `optimizer.pt`, the trainer's JSON `state()` (made on the main process) and
+    one `rng_state_<rank>.pth` per process (`rngs`: this process's). Called by every process."""
+    gathered = gather_object([rngs])
+    folder = out_dir / f"checkpoint-{iteration}"
+    if accelerator.is_main_process:
+        with atomic_folder(folder) as tmp:
+            write_model(model, tokenizer, tmp, state())
+            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+            for rank, rng in enumerate(gathered):
+                torch.save(rng, tmp / f"rng_state_{rank}.pth")
+        prune_checkpoints(out_dir, keep)
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def read_checkpoint_files(
+    accelerator: Accelerator, folder: Path, state: dict
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(optimizer state, this process's RNG states) of a checkpoint whose JSON `state` was read,
+    after checking it was written by as many processes as this run has."""
+    if state["num_processes"] != accelerator.num_processes:
+        raise ValueError(
+            f"{folder} was written by {state['num_processes']} processes, this run has "
+            f"{accelerator.num_processes}: resume it with as many (torchrun --nproc_per_node)"
+        )
+    optimizer = load_plain(folder / OPTIMIZER_FILE)
+    rng = load_plain(folder / f"rng_state_{accelerator.process_index}.pth")
+    if not isinstance(optimizer, dict) or not isinstance(rng, dict):
+        raise ValueError(f"checkpoint {folder}: its optimizer or RNG file is not a state dict")
+    return optimizer, rng

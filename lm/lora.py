@@ -16,7 +16,7 @@ from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
 if TYPE_CHECKING:
-    from lm.policy import PolicyWithValueHead
+    from lm.models import PolicyWithValueHead
 
 # peft's shorthand for every Linear / Conv1D layer but the output head: GPT-2's c_attn, c_proj,
 # c_fc; Llama / Qwen's q, k, v, o, gate, up, down projections.

@@ -59,7 +59,7 @@ class ToyRLHF:
         import datasets
         import transformers
 
-        from lm.policy import load_reward_model, load_tokenizer
+        from lm.models import load_reward_model, load_tokenizer
         from lm.world import WorldConfig, build_world
 
         transformers.logging.set_verbosity_error()  # quiet loads: no warnings, no progress bars
@@ -82,7 +82,7 @@ class ToyRLHF:
         return gold_scores(responses)
 
     def trainer(self, cfg):
-        from lm.policy import load_causal_lm
+        from lm.models import load_causal_lm
         from lm.ppo import LMPPOTrainer
 
         return LMPPOTrainer(
@@ -97,27 +97,31 @@ class ToyRLHF:
         )
 
     def dpo_trainer(self, cfg):
-        """A fresh LMDPOTrainer on a fresh copy of the SFT policy (also its reference), on the
-        world's preference pairs (those its reward model was trained on), as `python -m lm.dpo`
-        runs it; it evaluates on any prompts (`evaluate(prompts)`)."""
-        from lm.dpo import LMDPOTrainer, pairs_of_world, tokenize_pairs
-        from lm.policy import load_causal_lm
-        from lm.rollout import model_context
+        """A fresh LMDPOTrainer on a fresh copy of the SFT policy, on the world's preference pairs
+        (those its reward model was trained on), as `python -m lm.dpo` runs it, and
+        `evaluate(prompts)`, which grades its policy as lm.dpo does (`lm.grading.Grader`, the
+        reference being the SFT policy)."""
+        from lm.dpo import LMDPOTrainer, tokenize_pairs
+        from lm.grading import reference_grader
+        from lm.models import load_causal_lm, model_context
+        from lm.rollout import SamplingArgs
+        from lm.world import pairs_of_world
 
         policy = load_causal_lm(str(self.world.sft_dir))
         train_pairs, _ = pairs_of_world(self.world)
         pairs = tokenize_pairs(self.tokenizer, train_pairs, cfg.max_length or model_context(policy))
-        return LMDPOTrainer(
-            cfg,
-            policy,
-            self.tokenizer,
-            pairs,
-            self.test_prompts,
-            reward_model=self.reward_model,
-            reward_tokenizer=self.reward_tokenizer,
-            reward_label=self.reward_label,
-            gold_fn=self.gold,
-        )
+        trainer = LMDPOTrainer(cfg, policy, self.tokenizer, pairs)
+        grader = reference_grader(
+            trainer.accelerator, trainer.policy, self.tokenizer, self.test_prompts,
+            SamplingArgs(cfg.temperature, cfg.max_new_tokens),
+            reward_model=self.reward_model, reward_tokenizer=self.reward_tokenizer,
+            reward_label=self.reward_label, gold_fn=self.gold,
+        )  # fmt: skip
+
+        def evaluate(prompts):
+            return grader.on(prompts).evaluate()
+
+        return trainer, evaluate
 
     @staticmethod
     def run(trainer, iterations: int, label: str = "", every: int = 0) -> list[dict[str, float]]:

@@ -11,6 +11,12 @@ from ppo_bridge.losses import LossAggregation
 AdvantageNorm = Literal["minibatch", "batch", "off"]
 
 
+def need(ok: bool, message: str) -> None:
+    """A config's check: ValueError(message) unless `ok` (the message says what to change)."""
+    if not ok:
+        raise ValueError(message)
+
+
 @dataclass
 class PPOConfig:
     """Hyperparameters shared by every adapter. Defaults follow CleanRL / SB3 for classic control.
@@ -40,10 +46,6 @@ class PPOConfig:
     kl_coef: float = 0.0  # weight of the k3 KL to the reference in the loss (GRPO's beta)
 
     def __post_init__(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(msg)
-
         for f in fields(self):  # every float field of this config and its subclasses
             value = getattr(self, f.name)
             need(

@@ -8,9 +8,7 @@ prompt), the baseline is estimated from the other responses to the same prompt:
                        = G / (G - 1) * (r_i - mean_g(r))
     scale "std"    A_i <- A_i / (std_g(r) + eps)                       (GRPO; Bessel's std, as trl)
 
-REINFORCE++ (Hu 2025) needs no function of its own: its advantage, the discounted sum of the
-KL-shaped per-token rewards that follow a token, G_t = sum_k gamma^k r_{t+k}, is the core's `gae`
-with V = 0 and lambda = 1, whitened over the whole batch (`masked_whiten` with `reduce_sum`).
+`ppo_bridge.estimators` registers these by name beside GAE and REINFORCE++.
 """
 
 from __future__ import annotations

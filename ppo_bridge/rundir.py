@@ -1,4 +1,4 @@
-"""The run folder guard shared by `classic.train`, `lm.train` and `lm.dpo`.
+"""The run folder guard and start-over shared by `classic.train`, `lm.train` and `lm.dpo`.
 
 Checked before any work is done, so that a rejected run leaves nothing behind and a run folder is
 never taken over by mistake: `--out` must be a folder that can be created or written, and a folder
@@ -8,9 +8,16 @@ it) or `--overwrite` (start over).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from ppo_bridge.atomic import clean_stale, delete, remove_folder
+
+LOCK_NAME = ".run.lock"  # held (flock) by the process that owns the run folder; holds its pid
 
 
 class RunDirError(ValueError):
@@ -56,3 +63,53 @@ def check_run_dir(
             "or another --out"
         )
     return out
+
+
+def start_over(out: Path, names: Sequence[str]) -> None:
+    """--overwrite: delete the previous run's files and folders that match the glob patterns
+    `names` (e.g. "checkpoint-*", "tb"), and the leftovers of killed writes; other files stay."""
+    clean_stale(out)
+    for pattern in names:
+        for path in sorted(out.glob(pattern)):
+            if path.is_dir() and not path.is_symlink():
+                remove_folder(path)
+            else:
+                delete(path)
+
+
+@contextlib.contextmanager
+def run_lock(out: str | os.PathLike[str]) -> Iterator[None]:
+    """Own the run folder `out` (created if needed) while inside: an exclusive `flock` on
+    `out/.run.lock`, taken before anything else is written there. A second run into the same
+    folder gets a RunDirError naming the holder's pid. The kernel releases the lock when its
+    process dies, so a crashed run's lock is stale, and the next run takes it over, saying so."""
+    out = Path(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            raise RunDirError(
+                f"--out {out} is in use by another run (pid {holder}): wait for it to end, or "
+                "pass another --out"
+            ) from None
+        previous = os.read(fd, 32).decode(errors="replace").strip()
+        if previous:  # the pid of a run that ended without releasing it: it crashed
+            print(
+                f"note: {out} was left locked by pid {previous}, which is gone: taking it over",
+                file=sys.stderr,
+            )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # released cleanly: no stale note next time
+            if created and [p.name for p in out.iterdir()] == [LOCK_NAME]:
+                (out / LOCK_NAME).unlink()  # a run that wrote nothing leaves no folder
+                out.rmdir()
+    finally:
+        os.close(fd)  # also releases the flock

@@ -2,7 +2,7 @@
 as accelerate does on GPUs (one unit per block, then the root), and check what the trainer relies
 on: sampling through the root's registered `generate`, forwards equal to the unsharded model's
 (LoRA adapters off too), a fused AdamW step on the shards, and the gathered state dict saved by
-`save_policy`. Writes a JSON report from rank 0 to argv[1]."""
+`save_model`. Writes a JSON report from rank 0 to argv[1]."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 from transformers import GPT2LMHeadModel
 
+from lm.checkpoint import save_model
 from lm.lora import adapters_off, add_lora
-from lm.policy import PolicyWithValueHead, save_policy
-from lm.rollout import left_pad, policy_forward, sample_responses
+from lm.models import PolicyWithValueHead
+from lm.sampling import left_pad, policy_forward, sample_responses
 
 dist.init_process_group("gloo")
 mesh = init_device_mesh("cpu", (dist.get_world_size(),))
@@ -54,7 +55,7 @@ for lora in (False, True):
     weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
     name = "lora" if lora else "full"
     if dist.get_rank() == 0:
-        save_policy(model, tok, f"{sys.argv[2]}/{name}", {}, weights)
+        save_model(model, tok, f"{sys.argv[2]}/{name}", state_dict=weights)
         report[name] = {
             "sharded": type(next(model.parameters())).__name__,
             "forward_max_diff": (logprobs - expected).abs().max().item(),

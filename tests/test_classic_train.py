@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from dataclasses import replace
 
 import gymnasium as gym
@@ -246,6 +247,26 @@ def test_cli_train_resume_evaluate_gif(tmp_path, capsys):
     assert out["env"] == "CartPole-v1" and out["episodes"] == 5
     assert {"mean_return", "std_return"} <= out.keys()
     assert gif.stat().st_size > 0
+
+
+def test_gif_says_nothing_but_its_result_or_one_error_line(tmp_path, capsys):
+    """A GIF run prints no SDL or imageio noise: nothing on stderr when it works, one `error:`
+    line (and no 'Exception ignored' traceback) when the path cannot be written."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    assert train_cli.main(["--env", "CartPole-v1", "--seed", "1", "--out", str(run), *TINY]) == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "SDL_VIDEODRIVER")}
+    base = [sys.executable, "-m", "classic.evaluate", str(run), "--episodes", "1"]
+    for gif, ok in ((tmp_path / "e.gif", True), (tmp_path / "no" / "such" / "e.gif", False)):
+        done = subprocess.run([*base, "--gif", str(gif)], capture_output=True, text=True, env=env)
+        if ok:
+            assert done.returncode == 0 and done.stderr == "" and gif.stat().st_size > 0, done
+        else:
+            assert done.returncode == 2 and not gif.exists()
+            (line,) = done.stderr.strip().splitlines()
+            assert line.startswith("error: --gif") and "not a writable folder" in line
 
 
 def assert_one_line_error(capsys, code: int, *needles: str) -> None:

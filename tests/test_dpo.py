@@ -14,11 +14,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM
 
-import lm.dpo
-from lm.dpo import LMDPOConfig, LMDPOTrainer, main, pairs_of_world, tokenize_pairs
-from lm.policy import load_reward_model, load_tokenizer
-from lm.rollout import pack_pairs, packed_sequence_logprobs
-from lm.world import World, WorldConfig, build_world
+import lm.dpo.trainer
+from lm.dpo import (
+    LMDPOConfig,
+    LMDPOTrainer,
+    main,
+    pack_pairs,
+    packed_sequence_logprobs,
+    tokenize_pairs,
+)
+from lm.models import load_tokenizer
+from lm.world import World, WorldConfig, build_world, pairs_of_world
 from ppo_bridge import dpo_loss
 
 
@@ -237,8 +243,6 @@ def small_trainer(world: World, pairs_rows: int = 12, **cfg: object) -> LMDPOTra
         AutoModelForCausalLM.from_pretrained(world.sft_dir),
         tokenizer,
         tokenize_pairs(tokenizer, rows, max_length=64),
-        ["Overall, this phone is"],
-        reward_model=load_reward_model(str(world.reward_model_dir))[0],
     )
 
 
@@ -246,13 +250,13 @@ def test_reference_logprobs_are_computed_once(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = {"no_grad": 0, "grad": 0}
-    real = lm.dpo.packed_sequence_logprobs
+    real = lm.dpo.trainer.packed_sequence_logprobs
 
     def counting(*args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
         calls["grad" if torch.is_grad_enabled() else "no_grad"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(lm.dpo, "packed_sequence_logprobs", counting)
+    monkeypatch.setattr(lm.dpo.trainer, "packed_sequence_logprobs", counting)
     trainer = small_trainer(world)  # 12 pairs, batches of 4, 2 epochs
     first = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
     history = trainer.train()
@@ -260,8 +264,6 @@ def test_reference_logprobs_are_computed_once(
     assert history[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # policy == reference
     after = trainer.policy.state_dict()
     assert any(not torch.equal(first[k], after[k]) for k in first)
-    assert trainer.grader.ref.state_dict().keys() == first.keys()
-    assert all(torch.equal(trainer.grader.ref.state_dict()[k], first[k]) for k in first)
     # same seed, same numbers
     again = small_trainer(world).train()
     assert [m["loss"] for m in again] == [m["loss"] for m in history]
@@ -312,9 +314,12 @@ def test_cli_two_steps_report_logs_and_policy(
         load_tokenizer(str(run / "policy")).get_vocab()
         == load_tokenizer(str(world.sft_dir)).get_vocab()
     )
+    # a DPO policy folder is a plain model: no value head, no PPO state
+    assert not (run / "policy" / "value_head.safetensors").exists()
+    assert not (run / "policy" / "ppo_state.json").exists()
     # the run folder is not taken over
     code, _, err = run_cli(argv, capsys)
-    assert code == 2 and "--overwrite" in err and "--resume" not in err and err.count("\n") == 1
+    assert code == 2 and "--overwrite" in err and "--resume" in err and err.count("\n") == 1
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -325,7 +330,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("no_prompt_column", "lacks the column(s) prompt"),
+        ("no_prompt_column", "line 1: no 'prompt'"),
+        ("later_row_missing", "line 3: no 'rejected'"),
+        ("later_row_null", "line 2: 'chosen' is null"),
+        ("later_row_number", "line 2: 'prompt' is int"),
+        ("script", "loading script"),
         ("implicit_prompt_folder", "lacks the column(s) prompt"),
         ("all_equal", "chosen == rejected in every pair"),
         ("not_json", "line 2 is not JSON"),
@@ -340,6 +349,16 @@ def test_cli_bad_input_is_one_line(
     pairs = tmp_path / "p.jsonl"
     if case == "no_prompt_column":
         write_jsonl(pairs, [{"chosen": "a", "rejected": "b"}])
+    elif case.startswith("later_row"):
+        bad = {
+            "later_row_missing": [good, good, {"prompt": "x", "chosen": "y"}],
+            "later_row_null": [good, {**good, "chosen": None}],
+            "later_row_number": [good, {**good, "prompt": 3}],
+        }[case]
+        write_jsonl(pairs, bad)
+    elif case == "script":
+        pairs = tmp_path / "pairs.py"
+        pairs.write_text("raise SystemExit('ran')\n")
     elif case == "implicit_prompt_folder":
         pairs = world.pairs  # the world's own pairs: trl's implicit-prompt format
     elif case == "all_equal":

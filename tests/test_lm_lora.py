@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 from peft import PeftModel
-from tiny import PROMPTS, TINY, gpt2_config, make_tokenizer, run_cli
+from safetensors.torch import load_file
+from tiny import (
+    PROMPTS,
+    TINY,
+    finish,
+    gpt2_config,
+    kill_after,
+    launch,
+    make_tokenizer,
+    run_cli,
+    untimed,
+)
 from transformers import (
     AutoModelForCausalLM,
     GPT2ForSequenceClassification,
@@ -18,9 +30,9 @@ from transformers import (
 )
 
 from lm.lora import add_lora, merge_lora
-from lm.policy import load_tokenizer
+from lm.models import load_tokenizer
 from lm.ppo import LMPPOConfig, LMPPOTrainer
-from lm.rollout import reference_logprobs
+from lm.sampling import reference_logprobs
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +86,7 @@ def test_only_adapters_and_value_head_train_and_the_reference_is_the_base_model(
     saved: dict[str, Path], algo: str
 ) -> None:
     trainer = lora_trainer(saved, algo=algo, total_iterations=1)
-    assert trainer.ref is None  # no second copy of the weights: the policy, adapters off
+    assert trainer.reference.copy is None  # no second copy of the weights: the policy, adapters off
     before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
     trainer.train()
     after = trainer.policy.state_dict()
@@ -139,3 +151,31 @@ def test_cli_lora_writes_the_adapter_and_the_merged_model(
         code, _, err = run_cli([*argv, "--out", str(tmp_path / "bad"), *extra], capsys)
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
         assert message in err
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo", "rloo", "reinforce_pp"])
+def test_killed_and_resumed_lora_run_equals_an_uninterrupted_one(
+    algo: str, saved: dict[str, Path], tmp_path: Path
+) -> None:
+    """LoRA checkpoints resume bit for bit like full fine-tuning: adapter, value head, optimizer,
+    RNGs; --resume alone takes the LoRA settings from the checkpoint."""
+    argv = ["--policy", str(saved["policy"]), "--reward-model", str(saved["rm"])]
+    argv += ["--prompts", str(saved["prompts.txt"]), "--eval-samples", "4", "--algo", algo]
+    argv += ["--batch-size", "4", "--minibatch-size", "2", "--total-iterations", "8"]
+    argv += ["--max-new-tokens", "6", "--n-epochs", "1", "--save-every", "2", "--lr", "1e-2"]
+    argv += ["--num-generations", "2", "--lora-r", "4"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    victim = launch(1, [*argv, "--out", str(killed)], tmp_path / "killed")
+    with ThreadPoolExecutor(1) as pool:
+        kill = pool.submit(kill_after, victim, killed / "checkpoint-4")
+        expected = finish(1, [*argv, "--out", str(whole)], tmp_path / "whole")
+        kill.result()
+    resumed = finish(1, ["--out", str(killed), "--resume", "--eval-samples", "4"], tmp_path / "r")
+    timings = ("ppo_s", "train_s", "wall_s", "out")
+    assert {k: v for k, v in resumed.items() if k not in timings} == {
+        k: v for k, v in expected.items() if k not in timings
+    }
+    assert untimed(killed / "metrics.csv") == untimed(whole / "metrics.csv")
+    for name in ("adapter_model.safetensors", "value_head.safetensors"):
+        mine, other = load_file(killed / "policy" / name), load_file(whole / "policy" / name)
+        assert mine.keys() == other.keys() and all(torch.equal(mine[k], other[k]) for k in mine)

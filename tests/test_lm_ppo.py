@@ -1,4 +1,4 @@
-"""Tests of the LM adapter (lm.policy, lm.rollout, lm.ppo, lm.train) on tiny random GPT-2s."""
+"""The LM adapter (lm.models, lm.sampling, lm.rewards, lm.ppo, lm.train) on tiny random GPT-2s."""
 
 from __future__ import annotations
 
@@ -23,18 +23,15 @@ from transformers import (
 )
 
 import lm.ppo.trainer
-import lm.rollout
-from lm.policy import PolicyWithValueHead, load_value_head, position_ids
+import lm.rewards
+import ppo_bridge.estimators
+import ppo_bridge.update
+from lm.checkpoint import load_weights
+from lm.models import PolicyWithValueHead, position_ids
 from lm.ppo import LMPPOConfig, LMPPOTrainer
-from lm.rollout import (
-    left_pad,
-    per_token_rewards,
-    policy_forward,
-    response_mask,
-    retokenize,
-    reward_model_scores,
-    token_advantages,
-)
+from lm.rewards import per_token_rewards, retokenize, reward_model_scores
+from lm.sampling import left_pad, policy_forward, response_mask
+from ppo_bridge.estimators import sequence_gae
 
 # ------------------------------------------------------------------ pure functions
 
@@ -65,11 +62,11 @@ def test_response_mask_stops_at_first_eos() -> None:
     assert has_eos.tolist() == [True, True, False]
 
 
-def test_token_advantages_are_the_cores_gae_over_real_tokens() -> None:
+def test_sequence_gae_is_the_cores_gae_over_real_tokens() -> None:
     rewards = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
     values = torch.tensor([[0.5, 0.5, 0.5], [1.0, 1.0, 99.0]])  # 99 sits on padding
-    adv, ret = token_advantages(rewards, values, mask, gamma=1.0, lam=1.0)
+    adv, ret = sequence_gae(rewards, values, mask, gamma=1.0, lam=1.0)
     # gamma = lambda = 1: return = reward-to-go to the last real token, no bootstrap after it
     torch.testing.assert_close(ret, torch.tensor([[6.0, 5.0, 3.0], [9.0, 5.0, 0.0]]))
     torch.testing.assert_close(adv, (ret - values) * mask)
@@ -178,11 +175,9 @@ def test_lm_calls_the_cores_functions_and_defines_no_formula_of_its_own(
 
         monkeypatch.setattr(module, name, wrapped)
 
-    spy(lm.rollout, "gae")
-    spy(lm.rollout, "kl_estimate")
+    spy(ppo_bridge.estimators, "gae")
+    spy(lm.rewards, "kl_estimate")
     spy(lm.ppo.trainer, "ppo_update")
-    import ppo_bridge.update
-
     spy(ppo_bridge.update, "clipped_surrogate_loss")
     spy(ppo_bridge.update, "value_loss")
     make_trainer(tiny, total_iterations=1).train()
@@ -200,8 +195,8 @@ def test_lm_calls_the_cores_functions_and_defines_no_formula_of_its_own(
             continue
         tree = ast.parse(path.read_text())
         defs = [n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
-        # token_advantages calls the core's gae; LMPPOTrainer.advantages picks core estimators
-        allowed = ("token_advantages", "advantages")
+        # LMPPOTrainer.advantages reads the core's estimator table
+        allowed = ("advantages",)
         own = [d for d in defs if d not in allowed and any(f in d for f in formulas)]
         assert own == [], f"{path.name} defines {own}"
         assert "clamp(ratio" not in path.read_text() and ".exp() - 1" not in path.read_text()
@@ -229,7 +224,7 @@ def test_two_iterations_change_the_weights_and_log_trl_metrics(
     assert len(rows) == 3 and "objective/kl" in rows[0]
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tb").iterdir())
     # the reference stays frozen at the start point
-    ref = trainer.ref.state_dict()
+    ref = trainer.reference.copy.state_dict()
     assert all(torch.equal(ref[k], before["lm." + k]) for k in ref)
 
 
@@ -279,7 +274,7 @@ def test_reward_model_with_another_tokenizer_is_fed_retokenized_text(
         reward_model=rm,
         reward_tokenizer=rm_tokenizer,
     )
-    assert trainer.retokenize
+    assert trainer.scorer.retokenize
     ro = trainer.rollout(PROMPTS[:4], trainer.prompt_ids[:4])
     texts = [p + r for p, r in zip(ro.prompts, ro.responses, strict=True)]
     ids, mask = retokenize(texts, ro.has_eos, rm_tokenizer, 32)
@@ -325,7 +320,7 @@ def test_cli_trains_saves_and_round_trips(
         for a, b in zip(model.parameters(), original.parameters(), strict=True)
     )
     head = PolicyWithValueHead(model)
-    load_value_head(head, saved)
+    load_weights(head, saved)
     assert head.value_head.weight.abs().sum() > 0
     assert json.loads((saved / "ppo_state.json").read_text())["iteration"] == 2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".policy")]
@@ -384,7 +379,7 @@ def test_cli_bad_input_is_one_line(
 def test_load_prompts_from_a_saved_dataset(tmp_path: Path) -> None:
     from datasets import Dataset, DatasetDict
 
-    from lm.train import load_prompts
+    from lm.data import load_prompts
 
     DatasetDict(
         {

@@ -10,26 +10,24 @@ import pickle
 import random
 import shutil
 import stat
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import psutil  # a dependency of accelerate
 import pytest
 import torch
-from tiny import PROMPTS, ROOT, TINY, load, make_trainer, run_cli
+from tiny import PROMPTS, TINY, finish, kill_after, launch, load, make_trainer, run_cli, untimed
 from transformers import AutoModelForCausalLM
 
-import lm.checkpoint
 import lm.train
-from lm.checkpoint import atomic_folder, checkpoints, clean_stale, prune_checkpoints
+import ppo_bridge.atomic
+from lm.checkpoint import checkpoints, prune_checkpoints
 from lm.ppo import LMPPOConfig, LMPPOTrainer
-from lm.rollout import check_scores
+from lm.rewards import check_scores
+from ppo_bridge.atomic import atomic_folder, clean_stale
+from ppo_bridge.rundir import LOCK_NAME
 
-TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
 FLAGS = ["--eval-samples", "4", "--batch-size", "4", "--minibatch-size", "2", "--n-epochs", "1"]
 FLAGS += ["--max-new-tokens", "6", "--total-iterations", "10", "--save-every", "2"]
 
@@ -41,47 +39,6 @@ def sources(tiny: dict[str, Path]) -> list[str]:
     ]
 
 
-def launch(nproc: int, argv: list[str], log: Path) -> subprocess.Popen[str]:
-    """lm.train in 1 process or under torchrun; stdout and stderr go to log.out / log.err."""
-    prefix = [sys.executable]
-    if nproc > 1:
-        prefix = [TORCHRUN, "--standalone", f"--nproc_per_node={nproc}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    with log.with_suffix(".out").open("w") as out, log.with_suffix(".err").open("w") as err:
-        argv = [*prefix, "-m", "lm.train", *argv]
-        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
-
-
-def train(nproc: int, argv: list[str], log: Path) -> dict:
-    """The summary of a run that must succeed: in this process for 1, under torchrun for more."""
-    if nproc == 1:
-        return lm.train.run(lm.train.parse_args(argv))
-    proc = launch(nproc, argv, log)
-    assert proc.wait(timeout=600) == 0, log.with_suffix(".err").read_text()[-3000:]
-    return json.loads(log.with_suffix(".out").read_text().strip().splitlines()[-1])
-
-
-def kill_after(proc: subprocess.Popen[str], path: Path) -> None:
-    """SIGKILL the process and its children (torchrun's workers) as soon as `path` exists."""
-    deadline = time.monotonic() + 600
-    while not path.exists():
-        assert proc.poll() is None, f"the run ended before {path.name} appeared"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    family = psutil.Process(proc.pid).children(recursive=True)
-    for p in [*family, psutil.Process(proc.pid)]:
-        p.kill()
-    assert proc.wait() == -9
-
-
-def untimed(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return [
-            {k: v for k, v in row.items() if not k.startswith(("time/", "perf/"))}
-            for row in csv.DictReader(f)
-        ]
-
-
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_killed_and_resumed_run_logs_what_an_uninterrupted_one_does(
     nproc: int, tiny: dict[str, Path], tmp_path: Path
@@ -90,14 +47,14 @@ def test_killed_and_resumed_run_logs_what_an_uninterrupted_one_does(
     victim = launch(nproc, [*sources(tiny), *FLAGS, "--out", str(killed)], tmp_path / "killed")
     with ThreadPoolExecutor(1) as pool:  # the uninterrupted run meanwhile
         kill = pool.submit(kill_after, victim, killed / "checkpoint-4")
-        expected = train(nproc, [*sources(tiny), *FLAGS, "--out", str(whole)], tmp_path / "whole")
+        expected = finish(nproc, [*sources(tiny), *FLAGS, "--out", str(whole)], tmp_path / "whole")
         kill.result()
     # the models, prompts and config come from the checkpoint; evaluation flags from the command
-    resumed = train(
+    resumed = finish(
         nproc, ["--out", str(killed), "--resume", "--eval-samples", "4"], tmp_path / "r"
     )
 
-    timings = ("ppo_s", "wall_s", "out")
+    timings = ("ppo_s", "train_s", "wall_s", "out")
     assert {k: v for k, v in resumed.items() if k not in timings} == {
         k: v for k, v in expected.items() if k not in timings
     }
@@ -105,7 +62,8 @@ def test_killed_and_resumed_run_logs_what_an_uninterrupted_one_does(
     assert [float(r["iteration"]) for r in rows] == list(map(float, range(1, 11)))
     assert rows == untimed(whole / "metrics.csv")
     assert [p.name for p in checkpoints(killed)] == ["checkpoint-8", "checkpoint-10"]  # limit 2
-    assert not [p for p in killed.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    leftovers = [p for p in killed.iterdir() if p.name.startswith(".") and p.name != LOCK_NAME]
+    assert not leftovers  # no temporary folder left
     original = AutoModelForCausalLM.from_pretrained(tiny["policy"]).state_dict()
     for a, b in (
         (AutoModelForCausalLM.from_pretrained(killed / "policy"), whole / "policy"),
@@ -139,7 +97,7 @@ def test_resume_restores_everything_but_the_reference(
     trained, loaded = trainer.policy.state_dict(), fresh.policy.state_dict()
     assert all(torch.equal(v, loaded[k]) for k, v in trained.items())
     ref = AutoModelForCausalLM.from_pretrained(tiny["policy"]).state_dict()
-    assert all(torch.equal(v, ref[k]) for k, v in fresh.ref.state_dict().items())
+    assert all(torch.equal(v, ref[k]) for k, v in fresh.reference.copy.state_dict().items())
     step = next(iter(trainer.optimizer.state_dict()["state"].values()))["step"]
     assert next(iter(fresh.optimizer.state_dict()["state"].values()))["step"] == step
 
@@ -275,10 +233,10 @@ def test_atomic_folder_publishes_whole_folders_with_normal_permissions(
     assert stat.S_IMODE(final.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
 
     if sys.platform.startswith("linux"):
-        assert lm.checkpoint.exchange(final, plain) and (plain / "a").exists()
-        lm.checkpoint.exchange(final, plain)
-    for exchange in (lm.checkpoint.exchange, lambda a, b: False):  # renameat2, then the fallback
-        monkeypatch.setattr(lm.checkpoint, "exchange", exchange)
+        assert ppo_bridge.atomic.exchange(final, plain) and (plain / "a").exists()
+        ppo_bridge.atomic.exchange(final, plain)
+    for exchange in (ppo_bridge.atomic.exchange, lambda a, b: False):  # renameat2, then fallback
+        monkeypatch.setattr(ppo_bridge.atomic, "exchange", exchange)
         with atomic_folder(final) as tmp:
             (tmp / "b").write_text("2")
         assert sorted(p.name for p in final.iterdir()) == ["b"]
@@ -322,13 +280,13 @@ def test_logger_continues_after_the_checkpoints_iteration(tmp_path: Path) -> Non
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-    from lm.ppo import MetricsLogger
+    from ppo_bridge.logs import MetricsLogger
 
     first = MetricsLogger(tmp_path)
     for i in range(1, 6):  # a run killed after logging 5 iterations, its checkpoint at 3
         first.log({"iteration": float(i), "objective/kl": 1.0})
     first.close()
-    second = MetricsLogger(tmp_path, start=3)
+    second = MetricsLogger(tmp_path, resume_step=3)
     for i in (4, 5):
         second.log({"iteration": float(i), "objective/kl": 2.0})
     second.close()

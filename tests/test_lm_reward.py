@@ -1,4 +1,4 @@
-"""Reward classifiers of every family (lm.policy loaders, lm.rollout scoring, --reward-label)."""
+"""Reward classifiers of every family (lm.models loaders, lm.rewards scoring, --reward-label)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from lm.policy import load_reward_model, load_reward_tokenizer, load_tokenizer
+from lm.models import load_reward_model, load_reward_tokenizer, load_tokenizer
 from lm.ppo import LMPPOConfig, LMPPOTrainer
-from lm.rollout import is_decoder_classifier, left_pad, retokenize, reward_model_scores
+from lm.rewards import is_decoder_classifier, retokenize, reward_model_scores
+from lm.sampling import left_pad
 
 LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
 TEXTS = ["the phone is great", "i love this kettle, it is quick and quiet", "a solid chair"]
@@ -170,7 +171,7 @@ def test_trainer_scores_an_encoder_on_its_own_tokens(saved: dict[str, Path]) -> 
         reward_tokenizer=rm_tok,
         reward_label=label,
     )
-    assert trainer.retokenize
+    assert trainer.scorer.retokenize
     ro = trainer.rollout(PROMPTS[:4], trainer.prompt_ids[:4])
     with torch.no_grad():
         for text, score in zip(

@@ -12,8 +12,8 @@ import pytest
 import torch
 from transformers import GenerationConfig, GPT2LMHeadModel
 
-from lm.policy import PolicyWithValueHead, load_tokenizer
-from lm.rollout import left_pad, response_mask, sample_responses
+from lm.models import PolicyWithValueHead, load_tokenizer
+from lm.sampling import left_pad, response_mask, sample_responses
 
 ROOT = Path(__file__).resolve().parents[1]
 EVIL_CODE = """

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lm.rollout import token_advantages
 from ppo_bridge import gae, multi_turn_gae
+from ppo_bridge.estimators import sequence_gae
 
 
 def reference(r, v, mask, turn_end, term, trunc, boot, gamma, lam, per_token_gamma):
@@ -138,14 +138,14 @@ def test_one_token_per_step_is_classic_gae(T, N, seed, gamma, lam, per_token_gam
     torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
 
 
-def test_single_turn_is_lm_token_advantages():
+def test_single_turn_is_lm_sequence_gae():
     torch.manual_seed(0)
     B, R = 5, 7
     rewards, values = torch.randn(B, R), torch.randn(B, R)
     lengths = torch.tensor([1, 3, 7, 4, 6])
     mask = torch.arange(R) < lengths[:, None]
     last = torch.nn.functional.one_hot(lengths - 1, R).bool()
-    expected = token_advantages(rewards, values, mask, gamma=1.0, lam=0.95)
+    expected = sequence_gae(rewards, values, mask, gamma=1.0, lam=0.95)
     adv, ret = multi_turn_gae(rewards.T, values.T, mask.T, last.T, last.T, gamma=1.0, lam=0.95)
     torch.testing.assert_close((adv.T, ret.T), expected)
 

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil  # a dependency of accelerate
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -17,6 +26,8 @@ from transformers import (
 )
 
 from lm.ppo import LMPPOConfig, LMPPOTrainer
+
+TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = [
@@ -80,7 +91,7 @@ def save_tiny(root: Path) -> dict[str, Path]:
 
 
 def load(path: Path) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
-    from lm.policy import load_tokenizer
+    from lm.models import load_tokenizer
 
     return AutoModelForCausalLM.from_pretrained(path), load_tokenizer(str(path))
 
@@ -100,3 +111,51 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     code = main(argv)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+# ------------------------------------------------------------------ runs in other processes
+
+
+def launch(
+    nproc: int, argv: list[str], log: Path, module: str = "lm.train"
+) -> subprocess.Popen[str]:
+    """`module` in 1 process or under torchrun; stdout and stderr go to log.out / log.err."""
+    prefix = [sys.executable]
+    if nproc > 1:
+        prefix = [TORCHRUN, "--standalone", f"--nproc_per_node={nproc}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    with log.with_suffix(".out").open("w") as out, log.with_suffix(".err").open("w") as err:
+        argv = [*prefix, "-m", module, *argv]
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
+
+
+def finish(nproc: int, argv: list[str], log: Path, module: str = "lm.train") -> dict:
+    """The summary of a run that must succeed: in this process for 1, under torchrun for more."""
+    if nproc == 1:
+        torch.set_num_threads(1)  # as the CLI runs it (--threads 1): 2 threads vary in the last bit
+        command = importlib.import_module(module if module != "lm.dpo" else "lm.dpo.command")
+        return command.run(command.parse_args(argv))
+    proc = launch(nproc, argv, log, module)
+    assert proc.wait(timeout=600) == 0, log.with_suffix(".err").read_text()[-3000:]
+    return json.loads(log.with_suffix(".out").read_text().strip().splitlines()[-1])
+
+
+def kill_after(proc: subprocess.Popen[str], path: Path) -> None:
+    """SIGKILL the process and its children (torchrun's workers) as soon as `path` exists."""
+    deadline = time.monotonic() + 600
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended before {path.name} appeared"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    family = psutil.Process(proc.pid).children(recursive=True)
+    for p in [*family, psutil.Process(proc.pid)]:
+        p.kill()
+    assert proc.wait() == -9
+
+
+def untimed(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return [
+            {k: v for k, v in row.items() if not k.startswith(("time/", "perf/"))}
+            for row in csv.DictReader(f)
+        ]

@@ -1,25 +1,40 @@
 """What a PPO checkpoint folder holds besides the policy (see `LMPPOTrainer.save_checkpoint`):
-the optimizer file and `ppo_state.json`, read back with a one-line error."""
+`ppo_state.json`, validated field by field when read back, and the optimizer file."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
-from lm.policy import PPO_STATE_FILE
+from lm.checkpoint import read_state
 
-OPTIMIZER_FILE = "optimizer.pt"
+PPO_STATE_FILE = "ppo_state.json"
 
 
-def read_checkpoint_state(folder: Path) -> dict:
-    """The `ppo_state.json` of a checkpoint, or a one-line ValueError naming what is wrong."""
-    path = folder / PPO_STATE_FILE
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"checkpoint {folder}: cannot read {path.name} ({err})") from None
-    need = ("iteration", "beta", "prompt_queue", "num_processes", "scaler", "config", "run_info")
-    missing = [k for k in need if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise ValueError(f"checkpoint {folder}: {path.name} lacks {missing}: resume an intact one")
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+# field -> what it must be; checked before anything is used
+PPO_STATE: dict[str, tuple[str, Any]] = {
+    "iteration": ("an integer >= 0", _count),
+    "beta": ("a number >= 0", lambda v: isinstance(v, int | float) and v >= 0),
+    "prompt_queue": ("a list of prompt indices", lambda v: isinstance(v, list)),
+    "num_processes": ("an integer >= 1", lambda v: _count(v) and v >= 1),
+    "scaler": ("an object or null", lambda v: v is None or isinstance(v, dict)),
+    "config": ("an object", lambda v: isinstance(v, dict)),
+    "run_info": ("an object", lambda v: isinstance(v, dict)),
+}
+
+
+def read_checkpoint_state(folder: Path, n_prompts: int | None = None) -> dict:
+    """The `ppo_state.json` of a checkpoint, every field checked (prompt indices against
+    `n_prompts` when given), or a one-line ValueError naming what is wrong."""
+    state = read_state(folder, PPO_STATE_FILE, PPO_STATE)
+    queue = state["prompt_queue"]
+    if not all(_count(i) and (n_prompts is None or i < n_prompts) for i in queue):
+        raise ValueError(
+            f"checkpoint {folder}: {PPO_STATE_FILE} has a prompt_queue entry that is not a prompt "
+            "index of this run: it is damaged; resume an intact checkpoint"
+        )
     return state

@@ -4,34 +4,26 @@ algorithm's preset, and the device choice."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
-import torch
-
-from ppo_bridge import PPOConfig
-from ppo_bridge.config import AdvantageNorm
+from ppo_bridge import ESTIMATORS, PPOConfig, get_estimator
+from ppo_bridge.config import AdvantageNorm, need
 from ppo_bridge.kl import KLEstimator
-
-Algo = Literal["ppo", "grpo", "rloo", "reinforce_pp"]
 
 
 @dataclass
 class LMPPOConfig(PPOConfig):
     """PPO and its critic-free relatives for language models, on one pipeline.
 
-    `algo` picks the advantage estimator; everything else is the same rollout and update:
-
-        ppo           GAE on a value head, KL to the reference in the per-token reward
-        grpo          group-normalised rewards (r - mean_g) / std_g (r: score - beta * KL)
-        rloo          leave-one-out baseline on score - beta * KL of each response
-        reinforce_pp  sum of the later KL-shaped token rewards, whitened over the global batch
+    `algo` names the advantage estimator in the core's table (`ppo_bridge.estimators`:
+    ppo, grpo, rloo, reinforce_pp); everything else is the same rollout and update.
 
     `batch_size` responses per process and iteration: batch_size / num_generations prompts, each
     sampled num_generations times (a group never spans two processes); `minibatch_size` counts
     responses. beta (KL in the reward) is fixed unless `kl_target` is set (then adaptive, Ziegler
     et al. 2019); kl_coef is the KL in the loss. The PPOConfig fields keep their meaning; the
     defaults are PPO's, tuned for the toy world's tiny GPT-2 (a real model wants a lower lr,
-    ~1e-5, and more iterations); `for_algo` applies each algorithm's own (ALGO_PRESETS).
+    ~1e-5, and more iterations); `for_algo` applies each estimator's preset from the table.
 
     Responses are sampled from softmax(logits / T) itself: `top_k` / `top_p` must stay off (0 / 1),
     since the ratio, the KL penalty and the entropy use the log-probs of that distribution, and a
@@ -42,7 +34,7 @@ class LMPPOConfig(PPOConfig):
     newest `save_total_limit` (None keeps all): see `LMPPOTrainer.save_checkpoint`.
     """
 
-    algo: Algo = "ppo"
+    algo: str = "ppo"  # a name in ppo_bridge.ESTIMATORS
     num_generations: int = 1  # responses per prompt (a group)
     scale_rewards: bool = True  # grpo / rloo: divide group advantages by the group's std
 
@@ -67,7 +59,6 @@ class LMPPOConfig(PPOConfig):
     beta: float = 0.2  # KL coefficient (initial value when adaptive)
     kl_target: float | None = 4.0  # nats per response: adaptive beta; None = fixed beta
     kl_horizon: int = 160  # responses; beta moves by <= 20% * batch / horizon per iteration
-    # (160, not 320: the slower beta let KL drift to 6-11 nats late in PPO and REINFORCE++ runs)
     missing_eos_penalty: float | None = 1.0  # subtracted from the score of a response w/o EOS
     normalize_scores: bool = False  # whiten the scores over the global batch
     # run
@@ -80,15 +71,10 @@ class LMPPOConfig(PPOConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(msg)
-
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        need(self.algo in get_args(Algo), f"algo must be in {get_args(Algo)}, got {self.algo!r}")
+        estimator = get_estimator(self.algo)
         need(
-            self.num_generations >= (2 if self.algo in ("grpo", "rloo") else 1),
+            self.num_generations >= estimator.min_group_size,
             f"{self.algo} compares responses to the same prompt: num_generations must be >= 2, "
             f"got {self.num_generations}",
         )
@@ -144,38 +130,15 @@ class LMPPOConfig(PPOConfig):
 
     @classmethod
     def for_algo(cls, algo: str = "ppo", **overrides: Any) -> LMPPOConfig:
-        """The config of `algo` (its ALGO_PRESETS entry over the defaults) with `overrides`."""
-        if algo not in ALGO_PRESETS:
-            raise ValueError(f"unknown algo {algo!r}: pass one of {', '.join(ALGO_PRESETS)}")
-        return cls(**{"algo": algo, **ALGO_PRESETS[algo], **overrides})
+        """The config of `algo` (its preset in the estimator table over the defaults) with
+        `overrides`."""
+        return cls(**{"algo": algo, **get_estimator(algo).preset, **overrides})
 
     @property
     def critic(self) -> bool:
-        """Whether the algorithm trains the value head (PPO only)."""
-        return self.algo == "ppo"
-
-    def resolved_mixed_precision(self) -> str:
-        if self.mixed_precision != "auto":
-            return self.mixed_precision
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        """Whether the estimator trains the value head (PPO only)."""
+        return get_estimator(self.algo).critic
 
 
-# Each critic-free algorithm's departures from the PPO defaults, tuned on the default toy world
-# (bench/README.md): no value head or value loss; advantages already normalised by the method.
-# GRPO keeps PPO's adaptive KL in the reward: with the paper's k3 KL in the loss instead
-# (--beta 0 --kl-target none --kl-coef C) held-out gold and KL were 0.85 / 3.7 nats at C = 0.2
-# and 0.93 / 10 nats at C = 0.1, against 0.98 / 3.5 nats with the KL in the reward.
-ALGO_PRESETS: dict[str, dict[str, Any]] = {
-    "ppo": {},
-    "grpo": dict(
-        num_generations=4, normalize_advantages="off", loss_aggregation="seq_mean_token_mean"
-    ),
-    "rloo": dict(num_generations=4, scale_rewards=False, normalize_advantages="off"),
-    "reinforce_pp": dict(normalize_advantages="off"),
-}
-
-
-def cpu_only() -> bool:
-    """True without CUDA: then `Accelerator(cpu=True)`, which is what makes torchrun's processes
-    one gloo group (without it, accelerate 1.x treats every CPU process as a lone run)."""
-    return not torch.cuda.is_available()
+# each estimator's departures from PPO's defaults, tuned on the default toy world (bench/README.md)
+ALGO_PRESETS: dict[str, dict[str, Any]] = {name: dict(e.preset) for name, e in ESTIMATORS.items()}

@@ -1,11 +1,11 @@
-"""Token-level PPO for a causal LM on the ppo_bridge core: `LMPPOTrainer` and its `Rollout`.
+"""Token-level PPO (and GRPO, RLOO, REINFORCE++) for a causal LM on the ppo_bridge core.
 
 One iteration, on every process (each with its own shard of the prompts):
 
 1. rollout: sample responses at temperature T, then score them (reward model or callable) and
-   read log-probs (policy and frozen reference, at T) and values;
+   read log-probs (policy and frozen reference, at T) and values (`lm.rollout.collect`);
 2. rewards: r_t = -beta * KL_t on each response token, + score on the last (`per_token_rewards`);
-3. advantages: the core's GAE over the response tokens (`token_advantages`);
+3. advantages: the estimator `cfg.algo` names in the core's table (`ppo_bridge.estimators`);
 4. update: the core's `ppo_update` with `evaluate` re-running the policy on a minibatch, and the
    `accelerate.Accelerator` as backend (DDP gradient sync, mixed precision, grad clipping).
 
@@ -15,99 +15,54 @@ the update come from the same function).
 
 from __future__ import annotations
 
-import copy
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import gather_object
-from safetensors import SafetensorError
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from lm.checkpoint import (
-    atomic_folder,
-    clean_stale,
-    load_plain,
-    prune_checkpoints,
+    OPTIMIZER_FILE,
+    load_weights,
+    read_checkpoint_files,
     rng_state,
+    save_checkpoint,
+    save_model,
     set_rng_state,
 )
+from lm.distributed import make_accelerator, reduce_mean
 from lm.fsdp import check_fsdp, full_state_dict, shard_sampling
-from lm.lora import adapters_off, is_lora
-from lm.policy import (
-    PolicyWithValueHead,
-    enable_gradient_checkpointing,
-    load_policy_weights,
-    same_tokenizer,
-    save_policy,
-    write_policy,
-)
-from lm.ppo.checkpoint import OPTIMIZER_FILE, read_checkpoint_state
-from lm.ppo.config import LMPPOConfig, cpu_only
-from lm.ppo.logs import MetricsLogger
-from lm.rollout import (
-    RewardFn,
-    check_scores,
-    is_decoder_classifier,
-    left_pad,
-    model_context,
-    per_token_rewards,
-    policy_forward,
-    reference_logprobs,
-    response_mask,
-    retokenize,
-    reward_model_scores,
-    sample_responses,
-    token_advantages,
-    tokenize_prompts,
-)
+from lm.grading import Grader
+from lm.models import PolicyWithValueHead, enable_gradient_checkpointing, model_context
+from lm.ppo.checkpoint import PPO_STATE_FILE, read_checkpoint_state
+from lm.ppo.config import LMPPOConfig
+from lm.rewards import RewardFn, Scorer, check_scores, per_token_rewards
+from lm.rollout import Rollout, SamplingArgs, collect
+from lm.sampling import Reference, policy_forward, tokenize_prompts
 from ppo_bridge import (
     AdaptiveKLController,
+    EstimatorArgs,
     Evaluation,
     FixedKLController,
-    group_advantages,
-    kl_estimate,
+    get_estimator,
     masked_whiten,
     ppo_update,
 )
-
-
-@dataclass
-class Rollout:
-    """One process's batch of B sampled responses; tensors are [B, R] unless noted."""
-
-    query_responses: Tensor  # [B, P + R]
-    attention_mask: Tensor  # [B, P + R]
-    mask: Tensor  # real response tokens (float)
-    has_eos: Tensor  # [B] bool
-    logprobs: Tensor
-    ref_logprobs: Tensor
-    entropy: Tensor
-    values: Tensor
-    scores: Tensor  # [B] sum_i w_i * reward_i
-    rewards: dict[str, Tensor]  # [B] each reward, unweighted, by name
-    prompts: list[str]
-    responses: list[str]
-    seconds_generate: float
-    seconds_score: float
+from ppo_bridge.atomic import clean_stale
+from ppo_bridge.logs import MetricsLogger
 
 
 class LMPPOTrainer:
     """PPO and its kin on `policy` (any causal LM) against a weighted sum of rewards.
 
     The rewards, as trl's `reward_funcs` / `reward_weights`: a reward model (optional, first) and
-    python callables `f(prompts, responses) -> scores` (format, correctness, length checks...);
-    score = sum_i w_i * reward_i (weights default 1), each reward logged as `rewards/<name>`.
-
-    If the reward model's tokenizer differs from the policy's, or it is an encoder (BERT-style),
-    the decoded prompt + response text is re-encoded with the reward model's tokenizer;
-    `reward_label` is the index of the logit that is the reward. `gold_fn(prompts, responses)`,
-    when given, is an extra judge that is only logged (objective/gold).
+    python callables `f(prompts, responses) -> scores` (`lm.rewards.Scorer`), each logged as
+    `rewards/<name>`. `gold_fn(prompts, responses)`, when given, is an extra judge that is only
+    logged (objective/gold).
     """
 
     def __init__(
@@ -125,54 +80,37 @@ class LMPPOTrainer:
         gold_fn: RewardFn | None = None,
         out_dir: str | Path | None = None,
     ) -> None:
-        self.reward_funcs = [reward_funcs] if callable(reward_funcs) else list(reward_funcs)
-        names = ["reward_model"] if reward_model is not None else []
-        names += [
-            getattr(f, "__name__", f"reward_func_{i}") for i, f in enumerate(self.reward_funcs)
-        ]
-        if not names:
-            raise ValueError("no reward: pass a reward_model and/or reward_funcs")
-        weights = [1.0] * len(names) if reward_weights is None else list(reward_weights)
-        if len(weights) != len(names):
-            raise ValueError(
-                f"{len(weights)} reward_weights for {len(names)} rewards ({', '.join(names)}): "
-                "give one weight per reward, the reward model's first"
-            )
-        self.reward_weights = dict(zip(names, map(float, weights), strict=True))
         self.cfg = cfg
-        self.accelerator = acc = Accelerator(
-            cpu=cpu_only(), mixed_precision=cfg.resolved_mixed_precision()
-        )
+        self.estimator = get_estimator(cfg.algo)
+        self.accelerator = acc = make_accelerator(cfg.mixed_precision)
         check_fsdp(acc, checkpoints=cfg.save_every > 0)
+        self.sampling = SamplingArgs(
+            cfg.temperature,
+            cfg.max_new_tokens,
+            cfg.top_k,
+            cfg.top_p,
+            chunk=cfg.minibatch_size // cfg.grad_accum_steps,
+        )
+        self.scorer = Scorer(
+            tokenizer,
+            reward_model=reward_model,
+            reward_tokenizer=reward_tokenizer,
+            reward_label=reward_label,
+            reward_funcs=reward_funcs,
+            reward_weights=reward_weights,
+            chunk=self.sampling.chunk,
+            device=acc.device,
+        )
         set_seed(cfg.seed + acc.process_index)  # each process samples differently
         self.tokenizer = tokenizer
         self.prompts = list(prompts)
-        context = model_context(policy)
-        self.prompt_ids = tokenize_prompts(tokenizer, self.prompts, cfg.max_new_tokens, context)
-
+        self.prompt_ids = tokenize_prompts(
+            tokenizer, self.prompts, cfg.max_new_tokens, model_context(policy)
+        )
+        self.scorer.check_length(max(len(p) for p in self.prompt_ids) + cfg.max_new_tokens)
         self.gold_fn = gold_fn
-        self.reward_model, self.reward_tokenizer = reward_model, reward_tokenizer or tokenizer
-        self.retokenize = False
-        if reward_model is not None:
-            self.retokenize = not is_decoder_classifier(reward_model) or not same_tokenizer(
-                tokenizer, self.reward_tokenizer
-            )
-            self.reward_label = reward_label
-            self.rm_context = model_context(reward_model)
-            longest = max(len(p) for p in self.prompt_ids) + cfg.max_new_tokens
-            if not self.retokenize and longest > self.rm_context:
-                raise ValueError(
-                    f"prompt + response can reach {longest} tokens, more than the reward model's "
-                    f"context of {self.rm_context}: shorten the prompts or lower --max-new-tokens"
-                )
-            self.reward_model = reward_model.to(acc.device).eval().requires_grad_(False)
-
-        # The reference: a frozen copy of the start policy, or for a LoRA policy (None) the policy
-        # itself with its adapters off (`reference_logprobs`), so the weights are held once.
-        self.ref = None
-        if not is_lora(policy):
-            self.ref = copy.deepcopy(policy).to(acc.device).eval().requires_grad_(False)
         model = PolicyWithValueHead(policy)
+        self.reference = Reference(model, acc.device)
         model.value_head.requires_grad_(cfg.critic)  # critic-free: an unused head stays out of DDP
         trainable = [p for p in model.parameters() if p.requires_grad]
         # fused: one kernel per step for all tensors (4x faster than foreach on a CPU at 124M)
@@ -211,103 +149,20 @@ class LMPPOTrainer:
         mine = batch[acc.process_index * per_process : (acc.process_index + 1) * per_process]
         return [i for i in mine for _ in range(k)]
 
-    @torch.no_grad()
     def rollout(self, prompts: list[str], prompt_ids: list[list[int]]) -> Rollout:
         """Sample one response per prompt and read everything PPO needs about it."""
-        cfg, tok, device = self.cfg, self.tokenizer, self.accelerator.device
-        query, query_mask = left_pad(prompt_ids, tok.pad_token_id)
-        query, query_mask = query.to(device), query_mask.to(device)
-
-        start = time.perf_counter()
-        responses = sample_responses(
+        acc = self.accelerator
+        return collect(
             self.policy,
-            query,
-            query_mask,
-            tok,
-            temperature=cfg.temperature,
-            top_k=cfg.top_k,
-            top_p=cfg.top_p,
-            max_new_tokens=cfg.max_new_tokens,
+            self.reference,
+            self.scorer,
+            self.tokenizer,
+            prompts,
+            prompt_ids,
+            self.sampling,
+            acc.device,
+            acc.autocast(),
         )
-        seconds_generate = time.perf_counter() - start
-
-        start = time.perf_counter()
-        mask, has_eos = response_mask(responses, tok.eos_token_id)
-        query_responses = torch.cat([query, responses], dim=1)
-        attention_mask = torch.cat([query_mask, torch.ones_like(responses)], dim=1)
-        n_resp, step = responses.shape[1], cfg.minibatch_size // cfg.grad_accum_steps
-        logprobs, entropy, values, ref_logprobs = [], [], [], []
-        texts = tok.batch_decode(responses.masked_fill(~mask, tok.pad_token_id), True)
-        with self.accelerator.autocast():  # the precision of the update's forward passes
-            for i in range(0, len(prompts), step):
-                qr, am = query_responses[i : i + step], attention_mask[i : i + step]
-                lp, ent, v = policy_forward(self.policy, qr, am, n_resp, cfg.temperature)
-                logprobs.append(lp)
-                entropy.append(ent)
-                values.append(v)
-                ref_logprobs.append(self.reference_logprobs(qr, am, n_resp))
-            rewards = self.score(query, query_mask, responses, mask, has_eos, prompts, texts)
-        return Rollout(
-            query_responses=query_responses,
-            attention_mask=attention_mask,
-            mask=mask.float(),
-            has_eos=has_eos,
-            logprobs=torch.cat(logprobs),
-            ref_logprobs=torch.cat(ref_logprobs),
-            entropy=torch.cat(entropy),
-            values=torch.cat(values),
-            scores=sum(self.reward_weights[k] * r for k, r in rewards.items()),
-            rewards=rewards,
-            prompts=prompts,
-            responses=texts,
-            seconds_generate=seconds_generate,
-            seconds_score=time.perf_counter() - start,
-        )
-
-    def reference_logprobs(self, query_responses: Tensor, attention_mask: Tensor, n: int) -> Tensor:
-        """[B, n] log-probs of the response tokens under the reference: the frozen copy, or the
-        LoRA policy with its adapters off, run through its own forward (so FSDP gathers it)."""
-        args = (query_responses, attention_mask, n, self.cfg.temperature)
-        if self.ref is not None:
-            return reference_logprobs(self.ref, *args)
-        with adapters_off(self.policy.lm):
-            return policy_forward(self.policy, *args)[0]
-
-    def score(
-        self,
-        query: Tensor,
-        query_mask: Tensor,
-        responses: Tensor,
-        mask: Tensor,
-        has_eos: Tensor,
-        prompts: list[str],
-        texts: list[str],
-    ) -> Tensor:
-        """Each reward by name, [B]: the reward model's logit `reward_label` (on the rollout's own
-        tokens or, when its tokenizer differs, on the decoded text re-encoded), then each reward
-        callable's."""
-        device = query.device
-        out = {}
-        if self.reward_model is not None:
-            if self.retokenize:
-                texts_in = [p + r for p, r in zip(prompts, texts, strict=True)]
-                ids, am = retokenize(texts_in, has_eos, self.reward_tokenizer, self.rm_context)
-                ids, am = ids.to(device), am.to(device)
-            else:
-                ids = torch.cat([query, responses], dim=1)
-                am = torch.cat([query_mask, mask.long()], dim=1)
-            step = self.cfg.minibatch_size // self.cfg.grad_accum_steps
-            out["reward_model"] = torch.cat(
-                [
-                    reward_model_scores(
-                        self.reward_model, ids[i : i + step], am[i : i + step], self.reward_label
-                    )
-                    for i in range(0, ids.shape[0], step)
-                ]
-            )
-        for name, f in zip(list(self.reward_weights)[len(out) :], self.reward_funcs, strict=True):
-            out[name] = check_scores(f(prompts, texts), len(prompts), name).to(device)
-        return out
 
     # ---------------------------------------------------------------- PPO iteration
 
@@ -355,7 +210,7 @@ class LMPPOTrainer:
         if self.gold_fn is not None:
             gold = check_scores(self.gold_fn(ro.prompts, ro.responses), len(ro.prompts), "gold_fn")
             local["objective/gold"] = gold.mean()
-        metrics = self.reduce_mean(local)
+        metrics = reduce_mean(acc, local)
         self.kl_ctl.update(metrics["objective/kl"], cfg.batch_size * acc.num_processes)
         self.iteration += 1
         seconds = time.perf_counter() - start
@@ -397,14 +252,8 @@ class LMPPOTrainer:
         return scores, rewards, kl
 
     def advantages(self, ro: Rollout, rewards: Tensor) -> dict[str, Tensor]:
-        """The update's batch, with the advantage estimate that `cfg.algo` names:
-
-        ppo           GAE(gamma, lambda) on the value head's V, and returns for the value loss
-        reinforce_pp  G_t = sum_k gamma^k r_{t+k} (GAE with V = 0, lambda = 1), whitened over
-                      the real tokens of the global batch
-        grpo / rloo   one group advantage per response from its summed reward (the score,
-                      minus beta * KL), on each of its tokens
-        """
+        """The update's batch, with the advantages of the estimator `cfg.algo` names (and, for a
+        critic, the returns and old values for the value loss)."""
         cfg = self.cfg
         batch = {
             "query_responses": ro.query_responses,
@@ -414,17 +263,17 @@ class LMPPOTrainer:
         }
         if cfg.kl_coef > 0:
             batch["ref_logprobs"] = ro.ref_logprobs
-        if cfg.algo == "ppo":
-            adv, ret = token_advantages(rewards, ro.values, ro.mask, cfg.gamma, cfg.gae_lambda)
-            batch.update(advantages=adv, returns=ret, values=ro.values)
-        elif cfg.algo == "reinforce_pp":
-            ret = token_advantages(rewards, torch.zeros_like(rewards), ro.mask, cfg.gamma, 1.0)[1]
-            batch["advantages"] = masked_whiten(ret, ro.mask, reduce_sum=self.sum_over_processes)
-        else:
-            baseline = "mean" if cfg.algo == "grpo" else "leave_one_out"
-            scale = "std" if cfg.scale_rewards else "none"
-            adv = group_advantages(rewards.sum(1), cfg.num_generations, baseline, scale)
-            batch["advantages"] = adv[:, None] * ro.mask
+        args = EstimatorArgs(
+            gamma=cfg.gamma,
+            lam=cfg.gae_lambda,
+            group_size=cfg.num_generations,
+            scale_rewards=cfg.scale_rewards,
+            reduce_sum=self.sum_over_processes,
+        )
+        values = ro.values if self.estimator.critic else None
+        batch["advantages"], returns = self.estimator.advantages(rewards, ro.mask, values, args)
+        if returns is not None:
+            batch.update(returns=returns, values=ro.values)
         return batch
 
     def update(self, batch: dict[str, Tensor]) -> dict[str, float]:
@@ -452,24 +301,19 @@ class LMPPOTrainer:
     def sum_over_processes(self, tensor: Tensor) -> Tensor:
         return self.accelerator.reduce(tensor, "sum")
 
-    def reduce_mean(self, values: dict[str, Tensor | float]) -> dict[str, float]:
-        """Average scalar metrics over the processes (one all-reduce)."""
-        stacked = torch.tensor([float(v) for v in values.values()], device=self.accelerator.device)
-        stacked = self.accelerator.reduce(stacked, "mean")
-        return dict(zip(values, stacked.tolist(), strict=True))
-
-    def train(self) -> list[dict[str, float]]:
+    def train(self, on_first_step: Callable[[], None] | None = None) -> list[dict[str, float]]:
         """Run the remaining iterations; log CSV + TensorBoard; return the metrics per iteration.
 
         Each row also holds `time/elapsed`, the seconds since `train` began. With `out_dir`, the
         main process first removes what a killed save left there (`clean_stale`), and the logs
         continue after `iteration` (a resumed run's rows after its checkpoint are replaced).
+        `on_first_step` runs once the first iteration is done, before anything is written.
         """
         cfg, acc = self.cfg, self.accelerator
         logger = None
         if acc.is_main_process and self.out_dir:
             clean_stale(self.out_dir)
-            logger = MetricsLogger(self.out_dir, start=self.iteration)
+            logger = MetricsLogger(self.out_dir, resume_step=self.iteration or None)
         history: list[dict[str, float]] = []
         start = time.perf_counter()
         bar = tqdm(
@@ -477,52 +321,54 @@ class LMPPOTrainer:
             desc=cfg.algo,
             disable=not acc.is_main_process,
         )
-        while self.iteration < cfg.total_iterations:
-            metrics = self.step()
-            metrics["time/elapsed"] = time.perf_counter() - start
-            history.append(metrics)
+        try:
+            while self.iteration < cfg.total_iterations:
+                metrics = self.step()
+                metrics["time/elapsed"] = time.perf_counter() - start
+                if not history and on_first_step is not None:
+                    on_first_step()
+                history.append(metrics)
+                if logger:
+                    logger.log(metrics)
+                bar.update(1)
+                bar.set_postfix(
+                    score=f"{metrics['objective/scores']:.3f}",
+                    kl=f"{metrics['objective/kl']:.2f}",
+                    **({"gold": f"{metrics['objective/gold']:.3f}"} if self.gold_fn else {}),
+                )
+                done = self.iteration == cfg.total_iterations
+                if (
+                    self.out_dir
+                    and cfg.save_every
+                    and (self.iteration % cfg.save_every == 0 or done)
+                ):
+                    self.save_checkpoint()
+        finally:
+            bar.close()
             if logger:
-                logger.log(metrics)
-            bar.update(1)
-            bar.set_postfix(
-                score=f"{metrics['objective/scores']:.3f}",
-                kl=f"{metrics['objective/kl']:.2f}",
-                **({"gold": f"{metrics['objective/gold']:.3f}"} if self.gold_fn else {}),
-            )
-            done = self.iteration == cfg.total_iterations
-            if self.out_dir and cfg.save_every and (self.iteration % cfg.save_every == 0 or done):
-                self.save_checkpoint()
-        bar.close()
-        if logger:
-            logger.close()
+                logger.close()
         return history
 
-    # ---------------------------------------------------------------- evaluation and saving
-
-    @torch.no_grad()
     def evaluate(self, prompts: Sequence[str]) -> tuple[dict[str, float], Rollout]:
-        """Sample `prompts` (split over the processes) at the training temperature.
+        """Grade the policy as it is now on `prompts` (`Grader.evaluate`)."""
+        return self.grader(prompts).evaluate()
 
-        Returns the means over all processes of the raw score, the gold score (with a gold judge),
-        the KL to the reference (nats per response) and the EOS fraction, and this process's
-        rollout. Prompts beyond a multiple of the number of processes are left out.
-        """
-        acc, cfg = self.accelerator, self.cfg
-        usable = len(prompts) // acc.num_processes * acc.num_processes
-        shard = list(prompts[:usable])[acc.process_index :: acc.num_processes]
-        context = model_context(self.policy.lm)
-        ids = tokenize_prompts(self.tokenizer, shard, cfg.max_new_tokens, context)
-        ro = self.rollout(shard, ids)
-        kl = kl_estimate(ro.logprobs, ro.ref_logprobs, cfg.kl_estimator) * ro.mask
-        local = {
-            "score": ro.scores.mean(),
-            "kl": kl.sum(1).mean(),
-            "eos_fraction": ro.has_eos.float().mean(),
-        }
-        if self.gold_fn is not None:
-            gold = check_scores(self.gold_fn(ro.prompts, ro.responses), len(shard), "gold_fn")
-            local["gold"] = gold.mean()
-        return self.reduce_mean(local), ro
+    def grader(self, prompts: Sequence[str]) -> Grader:
+        """A `Grader` of this policy on `prompts`, sampling as the rollouts do, with this run's
+        reference, rewards and gold judge."""
+        return Grader(
+            self.accelerator,
+            self.policy,
+            self.reference,
+            self.scorer,
+            self.tokenizer,
+            prompts,
+            self.sampling,
+            kl_estimator=self.cfg.kl_estimator,
+            gold_fn=self.gold_fn,
+        )
+
+    # ---------------------------------------------------------------- evaluation and saving
 
     def save(self, out: str | Path) -> None:
         """Write the policy (`save_pretrained`, tokenizer, value head) atomically, main process."""
@@ -531,7 +377,7 @@ class LMPPOTrainer:
         if self.accelerator.is_main_process:
             state = {"config": asdict(self.cfg), "iteration": self.iteration}
             state["beta"] = self.kl_ctl.value
-            save_policy(self.policy, self.tokenizer, out, state, weights)
+            save_model(self.policy, self.tokenizer, out, (PPO_STATE_FILE, state), weights)
         self.accelerator.wait_for_everyone()
 
     def save_checkpoint(self) -> Path:
@@ -547,10 +393,9 @@ class LMPPOTrainer:
         acc = self.accelerator
         if self.out_dir is None:
             raise ValueError("save_checkpoint needs the trainer's out_dir")
-        rngs = gather_object([self.rng_states()])
-        folder = self.out_dir / f"checkpoint-{self.iteration}"
-        if acc.is_main_process:
-            state = {
+
+        def state() -> tuple[str, dict]:
+            return PPO_STATE_FILE, {
                 "iteration": self.iteration,
                 "beta": self.kl_ctl.value,
                 "prompt_queue": self.prompt_queue,
@@ -559,35 +404,33 @@ class LMPPOTrainer:
                 "config": asdict(self.cfg),
                 "run_info": self.run_info,
             }
-            with atomic_folder(folder) as tmp:
-                write_policy(self.policy, self.tokenizer, tmp, state)
-                torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-                for rank, rng in enumerate(rngs):
-                    torch.save(rng, tmp / f"rng_state_{rank}.pth")
-            prune_checkpoints(self.out_dir, self.cfg.save_total_limit)
-        acc.wait_for_everyone()
-        return folder
+
+        return save_checkpoint(
+            acc,
+            self.out_dir,
+            self.iteration,
+            self.policy,
+            self.tokenizer,
+            self.optimizer,
+            state,
+            self.rng_states(),
+            self.cfg.save_total_limit,
+        )
 
     def load_checkpoint(self, folder: str | Path) -> None:
         """Continue from a `save_checkpoint` folder: policy, value head, optimizer, beta, prompt
         order, iteration, `run_info` and this process's RNG states. The reference model is left
         as built (the original starting policy). Reads only safetensors, JSON and tensors."""
         acc, folder = self.accelerator, Path(folder)
-        state = read_checkpoint_state(folder)
-        if state["num_processes"] != acc.num_processes:
-            raise ValueError(
-                f"{folder} was written by {state['num_processes']} processes, this run has "
-                f"{acc.num_processes}: resume it with as many (torchrun --nproc_per_node)"
-            )
-        optimizer = load_plain(folder / OPTIMIZER_FILE)
-        rng = load_plain(folder / f"rng_state_{acc.process_index}.pth")
+        state = read_checkpoint_state(folder, len(self.prompts))
+        optimizer, rng = read_checkpoint_files(acc, folder, state)
+        load_weights(self.policy, folder)
         try:
-            load_policy_weights(self.policy, folder)
             self.optimizer.load_state_dict(optimizer)
-        except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as err:
-            message = str(err).strip().splitlines() or [type(err).__name__]
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
             raise ValueError(
-                f"checkpoint {folder}: cannot load it into this run: {message[0]}"
+                f"checkpoint {folder}: its {OPTIMIZER_FILE} does not fit this run: "
+                f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
             ) from None
         if acc.scaler is not None and state["scaler"] is not None:
             acc.scaler.load_state_dict(state["scaler"])

@@ -16,7 +16,8 @@ step is one module of this package:
 PPO then optimises the learned reward model and is graded by the gold judge, as in RLHF, so that
 reward-model over-optimisation stays visible. `build.build_world(cache_dir)` builds all this once
 and returns a `World` of paths and metrics; later calls load it from the cache. `config` holds the
-sizes and seeds (`WorldConfig`) that key the cache. `python -m lm.world` builds from the shell.
+sizes and seeds (`WorldConfig`) that key the cache, `data` its prompts, gold judge and pairs as
+the commands read them. `python -m lm.world` builds from the shell.
 
 transformers, trl, datasets and tokenizers are imported inside the functions that use them, so
 that the judge and the corpus (`gold_score`, `make_corpus`) import in a blink.
@@ -25,9 +26,10 @@ that the judge and the corpus (`gold_score`, `make_corpus`) import in a blink.
 from lm.world.build import World, build_world
 from lm.world.config import WORLD_VERSION, WorldConfig, default_cache_dir
 from lm.world.corpus import Review, all_prompts, make_corpus
+from lm.world.data import pairs_of_world, world_gold, world_prompts
 from lm.world.gold import INTENSIFIERS, NEGATIVE, NEGATORS, POSITIVE, gold_score, gold_scores
-from lm.world.reward_model import make_pairs, reward_model_scores, train_reward_model
-from lm.world.sft import make_policy, sample_responses, train_sft
+from lm.world.reward_model import make_pairs, train_reward_model
+from lm.world.sft import make_policy, train_sft
 from lm.world.tokenizer import BOS, EOS, PAD, train_tokenizer
 
 __all__ = [
@@ -50,9 +52,10 @@ __all__ = [
     "make_corpus",
     "make_pairs",
     "make_policy",
-    "reward_model_scores",
-    "sample_responses",
+    "pairs_of_world",
     "train_reward_model",
     "train_sft",
     "train_tokenizer",
+    "world_gold",
+    "world_prompts",
 ]

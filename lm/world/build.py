@@ -20,8 +20,8 @@ import torch
 from lm.world.config import WorldConfig, default_cache_dir
 from lm.world.corpus import all_prompts, make_corpus
 from lm.world.gold import gold_scores
-from lm.world.reward_model import make_pairs, reward_model_scores, train_reward_model
-from lm.world.sft import make_policy, sample_responses, train_sft
+from lm.world.reward_model import make_pairs, train_reward_model
+from lm.world.sft import make_policy, train_sft
 from lm.world.tokenizer import train_tokenizer
 
 
@@ -138,10 +138,13 @@ def _build(root: Path, cfg: WorldConfig) -> dict[str, Any]:
     tokenizer.save_pretrained(root / "sft")
     _log(f"sft: {n_params / 1e6:.2f}M params, loss {sft_loss:.3f}, {time.perf_counter() - t:.0f}s")
 
+    from lm.rewards import score_texts
+    from lm.sampling import sample_texts
+
     t = time.perf_counter()
     torch.manual_seed(cfg.seed)
     pair_prompts = random.Random(cfg.seed + 1).choices(split["train"], k=cfg.n_pairs)
-    responses, ended = sample_responses(policy, tokenizer, pair_prompts * 2, cfg.max_new_tokens)
+    responses, ended = sample_texts(policy, tokenizer, pair_prompts * 2, cfg.max_new_tokens)
     golds = gold_scores(responses)
     first, second = responses[: cfg.n_pairs], responses[cfg.n_pairs :]
     rows = make_pairs(pair_prompts, first, second, cfg.pair_min_gap)
@@ -169,8 +172,8 @@ def _build(root: Path, cfg: WorldConfig) -> dict[str, Any]:
     reward_model.save_pretrained(root / "reward_model")
     rm_tokenizer.save_pretrained(root / "reward_model")
     held_out = pairs["test"]
-    chosen = reward_model_scores(reward_model, rm_tokenizer, held_out["chosen"])
-    rejected = reward_model_scores(reward_model, rm_tokenizer, held_out["rejected"])
+    chosen = score_texts(reward_model, rm_tokenizer, held_out["chosen"])
+    rejected = score_texts(reward_model, rm_tokenizer, held_out["rejected"])
     accuracy = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(held_out)
     _log(f"reward model: held-out pair accuracy {accuracy:.3f}, {time.perf_counter() - t:.0f}s")
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ppo_bridge.config import need
+
 # Bump when the corpus grammar, the judge or the build recipe changes: it is part of the cache key.
 WORLD_VERSION = 1
 
@@ -55,10 +57,6 @@ class WorldConfig:
 
     def __post_init__(self) -> None:
         self.mix = tuple(float(p) for p in self.mix)
-
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(msg)
 
         for f in dataclasses.fields(self):  # every size and count is a positive int
             value = getattr(self, f.name)

@@ -36,26 +36,6 @@ def make_pairs(
     return rows
 
 
-@torch.no_grad()
-def reward_model_scores(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    batch_size: int = 128,
-) -> list[float]:
-    """Scalar reward of each text, read at its last real token (the PPO rollout's scorer)."""
-    from lm import rollout
-
-    scores = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(
-            list(texts[start : start + batch_size]), return_tensors="pt", padding=True
-        )
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        scores += rollout.reward_model_scores(model, ids, mask).tolist()
-    return scores
-
-
 def train_reward_model(
     sft_dir: Path, pairs: Dataset, cfg: WorldConfig, work_dir: Path
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -75,32 +74,3 @@ def train_sft(
     bar.close()
     model.eval()
     return float(loss_ema)
-
-
-@torch.no_grad()
-def sample_responses(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    max_new_tokens: int,
-    batch_size: int = 128,
-) -> tuple[list[str], list[bool]]:
-    """Sample one response per prompt at temperature 1 (no top-k / top-p), with the PPO rollout's
-    sampler. Returns the decoded responses (special tokens removed) and whether each ended in EOS.
-    """
-    from lm import rollout
-
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    responses, ended = [], []
-    for start in range(0, len(prompts), batch_size):
-        batch = tokenizer(
-            list(prompts[start : start + batch_size]), return_tensors="pt", padding=True
-        )
-        new = rollout.sample_responses(
-            model, batch["input_ids"], batch["attention_mask"], tokenizer,
-            temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-        )  # fmt: skip
-        responses += tokenizer.batch_decode(new, skip_special_tokens=True)
-        ended += (new == tokenizer.eos_token_id).any(dim=1).tolist()
-    tokenizer.padding_side = side
-    return responses, ended

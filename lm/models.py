@@ -1,15 +1,14 @@
-"""The policy (a causal LM with a scalar value head per token) and the model loaders.
+"""The models: the policy (a causal LM with a scalar value head per token) and the loaders.
 
-Every loader turns a wrong model into a one-line `ValueError` that says what to pass instead.
+Every loader passes `trust_remote_code=False` and turns a wrong model into a one-line
+`ValueError` that says what to pass instead.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import (
     AutoConfig,
@@ -21,12 +20,6 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-from lm.checkpoint import atomic_folder
-
-VALUE_HEAD_FILE = "value_head.safetensors"
-PPO_STATE_FILE = "ppo_state.json"
-PARTS = ("lm.", "value_head.")  # the state-dict prefixes of PolicyWithValueHead\'s two parts
 
 
 class PolicyWithValueHead(nn.Module):
@@ -198,45 +191,18 @@ def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bo
     return a.get_vocab() == b.get_vocab() and a.eos_token_id == b.eos_token_id
 
 
-def save_policy(
-    model: PolicyWithValueHead,
-    tokenizer: PreTrainedTokenizerBase,
-    out: str | Path,
-    extra: dict,
-    state_dict: dict[str, Tensor] | None = None,
-) -> None:
-    """`write_policy` into `out` atomically: `out` is the previous complete folder or the new
-    complete one at every instant (`lm.checkpoint.atomic_folder`)."""
-    with atomic_folder(out) as tmp:
-        write_policy(model, tokenizer, tmp, extra, state_dict)
+def model_context(model: PreTrainedModel) -> int:
+    """The number of positions the model can attend to."""
+    return int(model.config.get_text_config().max_position_embeddings)
 
 
-def write_policy(
-    model: PolicyWithValueHead,
-    tokenizer: PreTrainedTokenizerBase,
-    folder: Path,
-    extra: dict,
-    state_dict: dict[str, Tensor] | None = None,
-) -> None:
-    """Write the LM (`save_pretrained`, with its tokenizer), the value head (safetensors) and
-    `extra` as JSON into the existing `folder`. `state_dict`: the model's gathered weights when
-    its own are sharded (FSDP)."""
-    state_dict = state_dict or model.state_dict()
-    part = {p: {k[len(p) :]: v for k, v in state_dict.items() if k.startswith(p)} for p in PARTS}
-    model.lm.save_pretrained(folder, state_dict=part["lm."])
-    tokenizer.save_pretrained(folder)
-    save_file({k: v.contiguous() for k, v in part["value_head."].items()}, folder / VALUE_HEAD_FILE)
-    (folder / PPO_STATE_FILE).write_text(json.dumps(extra, indent=2))
+def check_model_source(flag: str, name: str | None) -> None:
+    """A name that starts like a local path ("/", ".") must be a folder, before anything loads.
 
-
-def load_value_head(model: PolicyWithValueHead, folder: str | Path) -> None:
-    """Restore the value head written by `write_policy`."""
-    model.value_head.load_state_dict(load_file(Path(folder) / VALUE_HEAD_FILE))
-
-
-def load_policy_weights(model: PolicyWithValueHead, folder: str | Path) -> None:
-    """Copy the LM and value head that `write_policy` saved into `model`, in place (its optimizer
-    keeps pointing at the same parameters)."""
-    saved = pretrained(AutoModelForCausalLM, str(folder), "checkpoint")
-    model.lm.load_state_dict(saved.state_dict())
-    load_value_head(model, folder)
+    Anything else is left to `from_pretrained` as a hub id (which may contain "/" too).
+    """
+    if name and name.startswith(("/", ".")) and not Path(name).is_dir():
+        raise ValueError(
+            f"{flag} {name}: no such folder; pass a folder written by save_pretrained "
+            "or a hub id such as gpt2"
+        )
