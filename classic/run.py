@@ -71,6 +71,7 @@ class SeedRun:
         self.wall_s = 0.0
         self.threshold: tuple[int, float] | None = None
         self.confirmed: np.ndarray | None = None  # the confirmation that stopped the run
+        self.collapsed_at: int | None = None  # the step the policy collapsed at (see train.py)
         self.ep_return = np.zeros(cfg.n_envs)
         self.ep_length = np.zeros(cfg.n_envs, np.int64)
         self.recent_returns: deque[float] = deque(maxlen=100)

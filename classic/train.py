@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import re
 import sys
 import time
@@ -41,6 +42,7 @@ import torch
 from tqdm import tqdm
 
 from classic.checkpoint import (
+    CHECKPOINT_NAME,
     agent_slice,
     build_model,
     checkpoint_errors,
@@ -59,6 +61,8 @@ from ppo_bridge.rundir import RunDirError, run_lock, start_over
 PERIODIC_EVAL_SEED = 10_000  # + cfg.seed: the periodic evaluations replay the same episodes
 FINAL_EVAL_SEED = 20_000  # + cfg.seed: the final evaluation uses other episodes
 MAX_SEEDS = 256
+COLLAPSED_ENTROPY = 1e-3  # nats: a discrete policy this sure of one action has stopped exploring
+BLOWN_UP_WEIGHT = 1e4  # a tanh / ReLU MLP of healthy PPO keeps its weights far below this
 
 
 @dataclass
@@ -76,6 +80,7 @@ class TrainResult:
     threshold_wall_s: float | None
     sps: float  # env steps per second of training wall-clock (this process only)
     out: str | None
+    collapsed_at: int | None  # step at which the policy collapsed (checkpoints stopped there)
     history: list[dict[str, float]] = field(repr=False)  # one row per iteration (CSV columns)
 
     def summary(self) -> dict[str, Any]:
@@ -310,8 +315,34 @@ class Trainer:
                 if confirms(confirmed, cfg.target_return, cfg.confirm_z):
                     run.threshold, run.confirmed = (run.global_step, run.wall_s), confirmed
         run.log(row)
-        if _crossed(prev_step, run.global_step, cfg.checkpoint_every) and not run.finished:
+        if run.collapsed_at is None:
+            self._check_health(run, i, metrics)
+        due = _crossed(prev_step, run.global_step, cfg.checkpoint_every) and not run.finished
+        if due and run.collapsed_at is None:
             self._save(i)
+
+    def _check_health(self, run: SeedRun, i: int, metrics: dict[str, float]) -> None:
+        """Warn once, on one line, when the seed's policy has collapsed: a discrete policy whose
+        entropy is ~0 (it always picks one action, so it can no longer explore), or weights that
+        have blown up. Its checkpoints stop there: checkpoint.pt keeps the last healthy state."""
+        largest = max(float(p.detach()[i].abs().max()) for p in self.model.parameters())
+        discrete = "n_actions" in run.dims
+        reason = None
+        if discrete and metrics["entropy"] < COLLAPSED_ENTROPY:
+            reason = f"its entropy is {metrics['entropy']:.1e} nats"
+        elif not math.isfinite(largest) or largest > BLOWN_UP_WEIGHT:
+            reason = f"its largest weight is {largest:.1e}"
+        if reason is None:
+            return
+        run.collapsed_at = run.global_step
+        kept = "no checkpoint was written before it"
+        if run.out is not None and (run.out / CHECKPOINT_NAME).exists():
+            kept = "checkpoint.pt keeps the last healthy state"
+        print(
+            f"warning: seed {run.cfg.seed}: the policy collapsed at step {run.global_step} "
+            f"({reason}): lower --lr; {kept}",
+            file=sys.stderr,
+        )
 
     def _finish_done(self, results: list[TrainResult | None]) -> None:
         """The seeds that are done leave the batch (their slices kept), then each is saved,
@@ -331,7 +362,8 @@ class Trainer:
         for k, run in enumerate(self.runs):
             if run.frozen is None or results[k] is not None:
                 continue
-            run.save(*run.frozen)
+            if run.collapsed_at is None:
+                run.save(*run.frozen)
             final = run.confirmed if run.confirmed is not None else self.final_evaluation(run)
             results[k] = _result(run, final)
             run.write_result(results[k].summary())
@@ -361,6 +393,7 @@ def _result(run: SeedRun, final: np.ndarray | None) -> TrainResult:
         threshold_wall_s=None if run.threshold is None else round(run.threshold[1], 3),
         sps=round((run.global_step - run.start_step) / max(trained, 1e-9), 1),
         out=None if run.out is None else str(run.out),
+        collapsed_at=run.collapsed_at,
         history=run.history,
     )
 

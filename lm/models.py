@@ -6,9 +6,11 @@ Every loader passes `trust_remote_code=False` and turns a wrong model into a one
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from torch import Tensor, nn
 from transformers import (
     AutoConfig,
@@ -104,6 +106,11 @@ def pretrained(loader: Any, name: str, flag: str, **kwargs: Any) -> Any:
             f"{flag} {name} needs its own python code to load (auto_map in its config): refused, "
             "since loading never runs code from a model folder; pass a model whose class "
             "transformers ships"
+        ) from None
+    except (SafetensorError, RuntimeError, json.JSONDecodeError) as err:  # a damaged file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{flag} {name}: cannot read it ({first}): the folder is damaged"
         ) from None
 
 

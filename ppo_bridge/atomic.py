@@ -43,7 +43,11 @@ def atomic_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = final.with_name(f".{final.name}.tmp-{secrets.token_hex(4)}")
     os.mkdir(tmp)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as err:
+            _raise_if_disk_full(err, final, tmp)
+            raise
         mode = tmp.stat().st_mode & 0o666
         for path in tmp.iterdir():
             if path.is_file():
@@ -110,12 +114,37 @@ def atomic_file(final: str | os.PathLike[str]) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{secrets.token_hex(4)}")
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as err:
+            _raise_if_disk_full(err, final, tmp)
+            raise
         fsync(tmp)
         os.replace(tmp, final)
         fsync(final.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class DiskFullError(OSError):
+    """A write that ran out of space; its message is the one-line CLI error."""
+
+
+def _raise_if_disk_full(err: Exception, final: Path, tmp: Path) -> None:
+    """Turn a failed write into a DiskFullError naming the folder and the space it needed, when
+    the disk is what failed (ENOSPC, or a writer's own error with under 1 MiB left: torch.save
+    says only "file write failed")."""
+    free = shutil.disk_usage(final.parent).free
+    if not (isinstance(err, OSError) and err.errno == errno.ENOSPC) and free >= 1 << 20:
+        return
+    written = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) if tmp.is_dir() else 0
+    if tmp.is_file():
+        written = tmp.stat().st_size
+    raise DiskFullError(
+        f"no space left to write {final}: it needs more than the {written / 1e6:.2f} MB written "
+        f"when the disk filled ({free / 1e6:.2f} MB free in {final.parent}): free space there or "
+        "pass another --out"
+    ) from None
 
 
 def remove_folder(path: Path) -> None:

@@ -269,6 +269,31 @@ def test_gif_says_nothing_but_its_result_or_one_error_line(tmp_path, capsys):
             assert line.startswith("error: --gif") and "not a writable folder" in line
 
 
+def test_a_collapsing_policy_is_one_warning_and_keeps_its_healthy_checkpoint(tmp_path):
+    """lr 50 drives CartPole's policy to one action (entropy ~0): one warning line, the run
+    finishes, and checkpoint.pt stays the last one written before the collapse."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    argv = ["--env", "CartPole-v1", "--lr", "0.0003", "--total-timesteps", "1024"]
+    argv += ["--target-return", "none", "--eval-episodes", "2", "--no-progress", "--out", str(out)]
+    assert train_cli.main(argv) == 0  # a healthy first part, checkpointed
+    healthy = (out / "checkpoint.pt").read_bytes()
+    argv = ["--out", str(out), "--resume", "--total-timesteps", "8192", "--lr", "50"]
+    argv += ["--checkpoint-every", "1024", "--no-progress"]
+    done = subprocess.run(
+        [sys.executable, "-m", "classic.train", *argv], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "the policy collapsed at step" in warnings[0], done.stderr
+    assert "checkpoint.pt keeps the last healthy state" in warnings[0]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["collapsed_at"] is not None
+    assert (out / "checkpoint.pt").read_bytes() == healthy
+
+
 def assert_one_line_error(capsys, code: int, *needles: str) -> None:
     err = capsys.readouterr().err.strip()
     assert code == 2

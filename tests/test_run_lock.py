@@ -3,14 +3,15 @@ one has done an iteration (lm.train, lm.dpo, classic.train)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tiny import ROOT
 
 from ppo_bridge.rundir import LOCK_NAME, run_lock
 
@@ -19,16 +20,24 @@ TINY_LM += ["--total-iterations", "2", "--eval-samples", "4"]
 CLASSIC = ["--env", "CartPole-v1", "--total-timesteps", "512", "--n-envs", "4", "--n-steps", "64"]
 
 
-def cli(module: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", module, *argv],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capfd: pytest.CaptureFixture[str]):  # noqa: ANN201
+    """`python -m module argv` through its entry point, in this process (a lock taken again in
+    the same process still conflicts: flock locks belong to each open of the file)."""
+
+    def run(module: str, argv: list[str]) -> Done:
+        code = importlib.import_module(module).main(argv)
+        out, err = capfd.readouterr()
+        return Done(code, out, err)
+
+    return run
 
 
 def lm_argv(tiny: dict[str, Path], out: Path) -> list[str]:
@@ -58,7 +67,7 @@ def test_lock_is_exclusive_and_a_stale_one_is_taken_over(tmp_path: Path, capfd) 
 
 @pytest.mark.parametrize("module", ["lm.train", "classic.train"])
 def test_a_second_run_into_a_held_folder_is_one_line_and_changes_nothing(
-    module: str, tiny: dict[str, Path], tmp_path: Path
+    module: str, tiny: dict[str, Path], tmp_path: Path, cli
 ) -> None:
     out = tmp_path / "run"
     argv = lm_argv(tiny, out) if module == "lm.train" else [*CLASSIC, "--out", str(out)]
@@ -72,7 +81,7 @@ def test_a_second_run_into_a_held_folder_is_one_line_and_changes_nothing(
 
 
 def test_overwrite_keeps_the_old_run_when_the_new_one_fails_first(
-    tiny: dict[str, Path], tmp_path: Path
+    tiny: dict[str, Path], tmp_path: Path, cli
 ) -> None:
     out = tmp_path / "run"
     first = cli("lm.train", [*lm_argv(tiny, out), "--save-every", "1"])
