@@ -52,10 +52,13 @@ def test_killed_and_resumed_dpo_run_equals_an_uninterrupted_one(
     victim = launch(nproc, [*argv, "--out", str(killed)], tmp_path / "killed", "lm.dpo")
     with ThreadPoolExecutor(1) as pool:
         kill = pool.submit(kill_after, victim, killed / "checkpoint-4")
-        expected = finish(nproc, [*argv, "--out", str(whole)], tmp_path / "whole", "lm.dpo")
+        expected = finish(nproc, [*argv, "--out", str(whole)], tmp_path / "whole", "lm.dpo.command")
         kill.result()
     resumed = finish(
-        nproc, ["--out", str(killed), "--resume", "--eval-samples", "4"], tmp_path / "r", "lm.dpo"
+        nproc,
+        ["--out", str(killed), "--resume", "--eval-samples", "4"],
+        tmp_path / "r",
+        "lm.dpo.command",
     )
     timings = ("train_s", "wall_s", "reference_s", "out")
     assert {k: v for k, v in resumed.items() if k not in timings} == {

@@ -133,7 +133,7 @@ def finish(nproc: int, argv: list[str], log: Path, module: str = "lm.train") -> 
     """The summary of a run that must succeed: in this process for 1, under torchrun for more."""
     if nproc == 1:
         torch.set_num_threads(1)  # as the CLI runs it (--threads 1): 2 threads vary in the last bit
-        command = importlib.import_module(module if module != "lm.dpo" else "lm.dpo.command")
+        command = importlib.import_module(module)
         return command.run(command.parse_args(argv))
     proc = launch(nproc, argv, log, module)
     assert proc.wait(timeout=600) == 0, log.with_suffix(".err").read_text()[-3000:]
