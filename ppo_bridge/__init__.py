@@ -33,6 +33,7 @@ from ppo_bridge.losses import (
     masked_mean,
     masked_var,
     masked_whiten,
+    sequence_log_ratio,
     value_loss,
 )
 from ppo_bridge.update import Evaluation, ppo_update
@@ -60,5 +61,6 @@ __all__ = [
     "masked_whiten",
     "multi_turn_gae",
     "ppo_update",
+    "sequence_log_ratio",
     "value_loss",
 ]

@@ -32,6 +32,7 @@ class PPOConfig:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_eps: float = 0.2
+    clip_eps_high: float | None = None  # upper clip 1 + eps_high (DAPO's clip-higher); None = eps
     clip_vf: float | None = None  # value clipping range; None = unclipped value loss
     vf_coef: float = 0.5
     ent_coef: float = 0.0
@@ -44,6 +45,8 @@ class PPOConfig:
     loss_aggregation: LossAggregation = "token_mean"  # ppo_bridge.losses.loss_weights
     loss_norm_constant: float | None = None  # C of seq_mean_token_sum (None = padded length)
     kl_coef: float = 0.0  # weight of the k3 KL to the reference in the loss (GRPO's beta)
+    # the ratio of each token ("token", PPO) or its sequence's length-normalised one (GSPO)
+    importance_sampling_level: Literal["token", "sequence"] = "token"
 
     def __post_init__(self) -> None:
         for f in fields(self):  # every float field of this config and its subclasses
@@ -56,6 +59,16 @@ class PPOConfig:
         need(0.0 <= self.gamma <= 1.0, f"gamma must be in [0, 1], got {self.gamma}")
         need(0.0 <= self.gae_lambda <= 1.0, f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
         need(self.clip_eps > 0, f"clip_eps must be > 0, got {self.clip_eps}")
+        high = self.clip_eps_high
+        need(
+            high is None or high >= self.clip_eps,
+            f"clip_eps_high must be >= clip_eps ({self.clip_eps}) or None, got {high}",
+        )
+        need(
+            self.importance_sampling_level in ("token", "sequence"),
+            f"importance_sampling_level must be token or sequence, got "
+            f"{self.importance_sampling_level!r}",
+        )
         need(
             self.clip_vf is None or self.clip_vf > 0,
             f"clip_vf must be > 0 or None (no value clipping), got {self.clip_vf}",

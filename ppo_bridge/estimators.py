@@ -10,6 +10,9 @@ None without a critic); consecutive rows form groups of `group_size` samples of 
     rloo          A_i = R_i - mean_{j != i} R_j on every token (Ahmadian et al. 2024)
     reinforce_pp  G_t = sum_k gamma^k r_{t+k} (GAE with V = 0, lambda = 1), whitened over the
                   real tokens of the global batch (Hu 2025)
+    reinforce_pp_baseline  G_t - mean_g G_0 (the group's mean return as the baseline), then
+                  whitened over the real tokens of the global batch (OpenRLHF's
+                  "reinforce_baseline"; theirs centres the score before the KL shaping)
 
 Adding an estimator = a function here with the `Advantages` signature, one `ESTIMATORS` entry and
 its test; `lm.train --algo NAME` then offers it.
@@ -99,6 +102,16 @@ def reinforce_pp_advantages(
     return masked_whiten(returns, mask, reduce_sum=args.reduce_sum), None
 
 
+def reinforce_pp_baseline_advantages(
+    rewards: Tensor, mask: Tensor, values: Tensor | None, args: EstimatorArgs
+) -> tuple[Tensor, None]:
+    """REINFORCE++-baseline: the returns less their group's mean return, globally whitened."""
+    returns = reinforce_pp_returns(rewards, mask, args.gamma)
+    baseline = returns[:, 0].reshape(-1, args.group_size).mean(1, keepdim=True)
+    centred = (returns - baseline.repeat_interleave(args.group_size, 0)) * mask
+    return masked_whiten(centred, mask, reduce_sum=args.reduce_sum), None
+
+
 @dataclass(frozen=True)
 class Estimator:
     """One row of the table: the function, whether it trains a critic, the smallest group it can
@@ -125,6 +138,11 @@ ESTIMATORS: dict[str, Estimator] = {
         preset=dict(num_generations=4, scale_rewards=False, normalize_advantages="off"),
     ),
     "reinforce_pp": Estimator(reinforce_pp_advantages, preset=dict(normalize_advantages="off")),
+    "reinforce_pp_baseline": Estimator(
+        reinforce_pp_baseline_advantages,
+        min_group_size=2,
+        preset=dict(num_generations=4, normalize_advantages="off"),
+    ),
 }
 
 

@@ -116,30 +116,46 @@ def clipped_surrogate_loss(
     mask: Tensor | None = None,
     weights: Tensor | None = None,
     reduce: Reduce = torch.sum,
+    clip_eps_high: float | None = None,
+    log_ratio: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO's clipped surrogate, as a loss to minimise:
 
         r = pi_new(a|s) / pi_old(a|s)
-        L = -E[min(r A, clip(r, 1 - eps, 1 + eps) A)]
+        L = -E[min(r A, clip(r, 1 - eps, 1 + eps_high) A)]      eps_high = eps unless given
 
-    Outside the trust region on the side where clipping binds the gradient is exactly zero.
-    Also returns `clipfrac` (share of positions where the clip binds), `approx_kl` (k3 estimate of
+    (`clip_eps_high` > eps is DAPO's clip-higher.) Outside the trust region on the side where
+    clipping binds the gradient is exactly zero. `log_ratio`, when given, is log r itself (GSPO's
+    sequence-level ratio, `sequence_log_ratio`), in place of logprobs - old_logprobs. Also returns
+    `clipfrac` (share of positions where the clip binds), `approx_kl` (k3 estimate of
     KL(old || new)) and `ratio` (mean r), all detached. `reduce` sums the weighted terms: over
     all positions, or per agent (`per_agent_sum`).
     """
-    log_ratio = logprobs - old_logprobs
+    high = clip_eps if clip_eps_high is None else clip_eps_high
+    if log_ratio is None:
+        log_ratio = logprobs - old_logprobs
     ratio = log_ratio.exp()
     unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + high)
     w = _weights(ratio, mask, weights)
     loss = reduce(torch.maximum(unclipped, clipped) * w)
     with torch.no_grad():
+        outside = (ratio < 1.0 - clip_eps) | (ratio > 1.0 + high)
         stats = {
-            "clipfrac": reduce(((ratio - 1.0).abs() > clip_eps).to(ratio.dtype) * w),
+            "clipfrac": reduce(outside.to(ratio.dtype) * w),
             "approx_kl": reduce(((ratio - 1.0) - log_ratio) * w),
             "ratio": reduce(ratio * w),
         }
     return loss, stats
+
+
+def sequence_log_ratio(logprobs: Tensor, old_logprobs: Tensor, mask: Tensor) -> Tensor:
+    """GSPO's (Zheng et al. 2025) sequence-level log importance ratio, on every token of the
+    sequence: log s_i = (1 / |y_i|) sum_t (log pi(y_t) - log pi_old(y_t)) over its real tokens
+    (trl's `importance_sampling_level="sequence"`). [B, T] in, [B, T] out."""
+    real = mask.to(logprobs.dtype)
+    per_seq = ((logprobs - old_logprobs) * real).sum(-1) / real.sum(-1).clamp(min=1.0)
+    return per_seq[..., None].expand_as(logprobs)
 
 
 def value_loss(

@@ -30,6 +30,7 @@ from ppo_bridge.losses import (
     loss_weights,
     masked_whiten,
     per_agent_sum,
+    sequence_log_ratio,
     value_loss,
 )
 
@@ -238,8 +239,20 @@ def _minibatch_loss(
     the sum (`reduce`: per agent for many) of its per-position terms times `mb["weights"]`; and
     detached stats, weighted alike."""
     w = mb["weights"]
+    log_ratio = None
+    if cfg.importance_sampling_level == "sequence":
+        if "mask" not in mb:
+            raise ValueError("importance_sampling_level='sequence' needs the batch's token mask")
+        log_ratio = sequence_log_ratio(ev.logprobs, mb["logprobs"], mb["mask"])
     pg_loss, pg_stats = clipped_surrogate_loss(
-        ev.logprobs, mb["logprobs"], mb["advantages"], cfg.clip_eps, weights=w, reduce=reduce
+        ev.logprobs,
+        mb["logprobs"],
+        mb["advantages"],
+        cfg.clip_eps,
+        weights=w,
+        reduce=reduce,
+        clip_eps_high=cfg.clip_eps_high,
+        log_ratio=log_ratio,
     )
     entropy = entropy_bonus(ev.entropy, weights=w, reduce=reduce)
     loss = pg_loss - cfg.ent_coef * entropy

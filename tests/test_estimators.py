@@ -44,13 +44,24 @@ def reference(name: str, rewards, mask, values, args: EstimatorArgs) -> torch.Te
             out[i, :n] = torch.tensor(
                 [sum(args.gamma**k * r[t + k] for k in range(n - t)) for t in range(n)]
             )
-    if name == "reinforce_pp":  # whitened over every real token of the batch (Bessel's std)
+        elif name == "reinforce_pp_baseline":
+            starts = [
+                sum(args.gamma**k * float(rewards[j, k]) for k in range(lengths[j]))
+                for j in range(i // g * g, i // g * g + g)
+            ]
+            out[i, :n] = (
+                torch.tensor(
+                    [sum(args.gamma**k * r[t + k] for k in range(n - t)) for t in range(n)]
+                )
+                - sum(starts) / g
+            )
+    if name in ("reinforce_pp", "reinforce_pp_baseline"):  # whitened over every real token
         real = out[mask.bool()]
         out = torch.where(mask.bool(), (out - real.mean()) / (real.std() + 1e-8), 0.0)
     return out
 
 
-REFERENCES = {"ppo", "grpo", "rloo", "reinforce_pp"}
+REFERENCES = {"ppo", "grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline"}
 
 
 def test_every_registered_estimator_has_a_reference_here() -> None:
@@ -114,3 +125,23 @@ def test_presets_critic_and_group_sizes_come_from_the_table() -> None:
         assert all(getattr(cfg, k) == v for k, v in estimator.preset.items())
     with pytest.raises(ValueError, match="num_generations must be >= 2"):
         LMPPOConfig(algo="rloo", num_generations=1)
+
+
+def test_clip_higher_and_the_sequence_ratio_against_their_definitions() -> None:
+    """DAPO's clip-higher bounds r to [1 - eps, 1 + eps_high]; GSPO's ratio is one per sequence,
+    exp(mean_t log r_t), on all of its tokens; both against the formulas by hand."""
+    from ppo_bridge import clipped_surrogate_loss, sequence_log_ratio
+
+    old = torch.zeros(2, 3, dtype=torch.float64)
+    new = torch.tensor([[0.5, -0.5, 0.1], [0.3, 0.0, 9.0]], dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.float64)
+    adv = torch.tensor([[1.0, -1.0, 1.0], [2.0, 2.0, 0.0]], dtype=torch.float64)
+    loss, stats = clipped_surrogate_loss(new, old, adv, 0.2, mask=mask, clip_eps_high=0.28)
+    r = new.exp()
+    expected = -torch.minimum(r * adv, r.clamp(0.8, 1.28) * adv)
+    assert loss.item() == pytest.approx(float((expected * mask).sum() / mask.sum()))
+    outside = ((r < 0.8) | (r > 1.28)).double()
+    assert stats["clipfrac"].item() == pytest.approx(float((outside * mask).sum() / mask.sum()))
+    seq = sequence_log_ratio(new, old, mask)
+    torch.testing.assert_close(seq[0], torch.full((3,), (0.5 - 0.5 + 0.1) / 3, dtype=seq.dtype))
+    torch.testing.assert_close(seq[1], torch.full((3,), 0.3 / 2, dtype=seq.dtype))  # pad left out

@@ -19,7 +19,7 @@ import lm.ppo.trainer
 from lm.ppo import ALGO_PRESETS, LMPPOConfig, LMPPOTrainer
 from ppo_bridge import group_advantages, masked_whiten
 
-CRITIC_FREE = ["grpo", "rloo", "reinforce_pp"]
+CRITIC_FREE = ["grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline"]
 
 
 def make(tiny: dict[str, Path], algo: str, **cfg: object) -> LMPPOTrainer:
@@ -59,9 +59,13 @@ def test_advantages_are_the_cores_estimators(tiny: dict[str, Path], algo: str) -
     rewards = torch.randn(ro.mask.shape, generator=gen) * ro.mask
     batch = trainer.advantages(ro, rewards)
     assert "returns" not in batch and "values" not in batch  # no critic
-    if algo == "reinforce_pp":  # the sum of the later rewards of the response, whitened
-        later = rewards.flip(1).cumsum(1).flip(1) * ro.mask
+    later = rewards.flip(1).cumsum(1).flip(1) * ro.mask  # the later rewards of the response
+    if algo == "reinforce_pp":  # ... whitened
         torch.testing.assert_close(batch["advantages"], masked_whiten(later, ro.mask))
+    elif algo == "reinforce_pp_baseline":  # ... less the group's mean return, whitened
+        group_mean = later[:, 0].reshape(-1, 2).mean(1).repeat_interleave(2)[:, None]
+        centred = (later - group_mean) * ro.mask
+        torch.testing.assert_close(batch["advantages"], masked_whiten(centred, ro.mask))
     else:
         baseline = "mean" if algo == "grpo" else "leave_one_out"
         scale = "std" if algo == "grpo" else "none"
