@@ -398,6 +398,7 @@ def test_killed_and_resumed_run_logs_what_an_uninterrupted_one_does(
         ("raising", "env agent_test/Raising-v0 raised RuntimeError in step("),
         ("batch_size", "--batch-size: an iteration plays --n-envs episodes"),
         ("groups", "n_envs (6) must hold whole groups"),
+        ("env_kwargs", "env_kwargs is not JSON"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(
@@ -417,6 +418,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
         "raising": ["--env", "agent_test/Raising-v0"],
         "batch_size": ["--batch-size", "8"],
         "groups": ["--algo", "grpo", "--n-envs", "6", "--minibatch-size", "3"],
+        "env_kwargs": ["--env-kwargs", "{turn_penalty: 1}"],
     }[case]
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err

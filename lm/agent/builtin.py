@@ -33,7 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 from lm.agent.config import SEED_SPACE, AgentConfig
 from lm.agent.render import Renderer, Transcript
 from lm.checkpoint import atomic_folder
-from lm.envs import CHARSET, Policy, guess_policy, linear_policy, make, tool_policy
+from lm.envs import CHARSET, Policy, guess_policy, linear_policy, tool_policy
 from lm.world import WorldConfig, make_policy
 
 BUILTIN_VERSION = 1
@@ -99,7 +99,7 @@ def sft_samples(
     """(context ids, action ids) of `spec.sft_turns` turns of the weak policy, rendered by
     `renderer` as in a rollout; each action ends with the stop string (EOS without one)."""
     rng = np.random.default_rng(spec.seed)
-    env, tok = make(cfg.env_id), renderer.tokenizer
+    env, tok = cfg.make_env(), renderer.tokenizer
     samples: list[tuple[list[int], list[int]]] = []
     episode = 0
     while len(samples) < spec.sft_turns:
@@ -163,8 +163,8 @@ def train_sft(
 
 def builtin_key(cfg: AgentConfig, spec: BuiltinSpec) -> str:
     """A short hash of what shapes the built-in policy: the env, its rendering, the recipe."""
-    rendering = {k: getattr(cfg, k) for k in ("env_id", "context", "prefix", "suffix", "stop")}
-    rendering["max_turns"] = cfg.max_turns
+    shaping = ("env_id", "env_kwargs", "context", "prefix", "suffix", "stop", "max_turns")
+    rendering = {k: getattr(cfg, k) for k in shaping}
     blob = {"version": BUILTIN_VERSION, **rendering, **dataclasses.asdict(spec)}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 

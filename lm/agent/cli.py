@@ -26,7 +26,6 @@ from lm.agent.builtin import BuiltinSpec, build_policy
 from lm.agent.config import ENV_PRESETS, AgentConfig
 from lm.agent.report import plot, report
 from lm.agent.trainer import AgentTrainer, read_state
-from lm.envs import make
 from lm.policy import load_causal_lm, load_tokenizer
 from lm.train import (
     check_model_source,
@@ -106,7 +105,7 @@ def run(args: argparse.Namespace) -> dict:
         saved = read_state(checkpoint)
         take_sources(args, checkpoint, saved["run_info"])
     cfg = make_config(args, saved)
-    make(cfg.env_id).close()  # an unknown or non-text env stops here, before any model
+    cfg.make_env().close()  # an unknown or non-text env stops here, before any model
     check_model_source("--policy", args.policy)
     if args.sft_turns is not None and args.sft_turns < 0:
         raise ValueError(f"--sft-turns must be >= 0, got {args.sft_turns}")

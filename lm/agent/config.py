@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import gymnasium as gym
+
+from lm.envs import make
 from lm.ppo import LMPPOConfig
 
 Context = Literal["markov", "history"]
@@ -38,6 +42,7 @@ class AgentConfig(LMPPOConfig):
     """
 
     env_id: str = "ppo_bridge/GuessNumber-v0"
+    env_kwargs: str = "{}"  # a JSON object for gymnasium.make, e.g. '{"turn_penalty": 0.05}'
     n_envs: int = 16  # episodes per iteration (seeds x num_generations for grpo / rloo)
     context: Context = "history"
     use_chat_template: bool = True  # history / markov rendered with the tokenizer's template
@@ -80,12 +85,22 @@ class AgentConfig(LMPPOConfig):
             f"context must be 'markov' or 'history', got {self.context!r}",
         )
         need(self.stop is None or self.stop != "", "stop must be a non-empty string or None")
+        try:
+            kwargs = json.loads(self.env_kwargs)
+        except ValueError as err:
+            raise ValueError(f"env_kwargs is not JSON ({err}): pass an object") from None
+        need(isinstance(kwargs, dict), f"env_kwargs must be a JSON object, got {self.env_kwargs}")
         need(self.max_turns >= 1, f"max_turns must be >= 1, got {self.max_turns}")
         need(self.eval_episodes >= 1, f"eval_episodes must be >= 1, got {self.eval_episodes}")
         need(
             self.eval_seed >= 0 and self.eval_seed + self.eval_episodes <= SEED_SPACE,
             f"eval_seed must be in [0, 2^31 - eval_episodes], got {self.eval_seed}",
         )
+
+    def make_env(self) -> gym.Env:
+        """The text env `env_id` with `env_kwargs` (`lm.envs.make`: a one-line error if unknown
+        or not a text env)."""
+        return make(self.env_id, **json.loads(self.env_kwargs))
 
     def eval_seeds(self) -> list[int]:
         """The held-out env seeds: a block that the training seed stream skips."""

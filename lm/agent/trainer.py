@@ -50,7 +50,6 @@ from lm.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from lm.envs import make
 from lm.policy import PPO_STATE_FILE, PolicyWithValueHead, load_policy_weights, write_policy
 from lm.ppo import OPTIMIZER_FILE, MetricsLogger, cpu_only
 from lm.rollout import check_scores, model_context
@@ -116,7 +115,7 @@ class AgentTrainer:
         if acc.num_processes > 1:
             raise ValueError("lm.agent runs in one process: launch it with python, not torchrun")
         set_seed(cfg.seed)
-        self.envs = [make(cfg.env_id) for _ in range(max(cfg.n_envs, cfg.eval_episodes))]
+        self.envs = [cfg.make_env() for _ in range(max(cfg.n_envs, cfg.eval_episodes))]
         self.renderer = Renderer(
             tokenizer, cfg.context, cfg.prefix, cfg.suffix, cfg.stop, cfg.use_chat_template
         )
