@@ -220,9 +220,10 @@ class AgentTrainer:
         cfg, device = self.cfg, ro.logprobs.device
         turn_scores = torch.zeros(ro.batch.turns.shape, device=device)
         for e, ep in enumerate(ro.episodes):
-            turn_scores[e, : ep.turns] = torch.tensor(ep.rewards)
+            turn_scores[e, : ep.turns] = torch.tensor(ep.rewards, device=device)
             if cfg.missing_eos_penalty is not None:
-                turn_scores[e, : ep.turns] -= cfg.missing_eos_penalty * ~torch.tensor(ep.ended)
+                cut = ~torch.tensor(ep.ended, device=device)
+                turn_scores[e, : ep.turns] -= cfg.missing_eos_penalty * cut
         if scores:
             episode_score = sum(self.reward_weights[k] * s for k, s in scores.items())
             if cfg.normalize_scores:
