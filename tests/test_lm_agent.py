@@ -278,6 +278,27 @@ def test_one_turn_advantages_equal_lms_single_turn_ones(algo: str, policy_dir: P
     torch.testing.assert_close(batch["advantages"], adv)
 
 
+def test_reward_funcs_score_the_transcript_on_the_last_action_token(policy_dir: Path) -> None:
+    def digits(transcripts: list[str]) -> list[float]:
+        return [sum(c.isdigit() for c in t) / 10 for t in transcripts]
+
+    tokenizer, model = load_tokenizer(str(policy_dir)), load_causal_lm(str(policy_dir))
+    cfg = AgentConfig(**SMALL)
+    trainer = AgentTrainer(cfg, model, tokenizer, reward_funcs=[digits], reward_weights=[2.0])
+    ro = trainer.rollout([0, 1, 2, 3])
+    scores = trainer.scores(ro)
+    assert scores["digits"].tolist() == pytest.approx(digits(ro.transcripts))
+    turn_scores, rewards, _ = trainer.rewards(ro, 0.0, scores)
+    for e, ep in enumerate(ro.episodes):
+        expected = list(ep.rewards)
+        expected[-1] += 2.0 * scores["digits"][e].item()
+        assert turn_scores[e, : ep.turns].tolist() == pytest.approx(expected)
+        assert rewards[e].sum().item() == pytest.approx(sum(expected))  # beta 0: scores only
+    assert "Guess a number from 1 to 16.\n" in ro.transcripts[0]
+    with pytest.raises(ValueError, match="1 reward_weights for 0 reward_funcs"):
+        AgentTrainer(cfg, model, tokenizer, reward_weights=[1.0])
+
+
 def test_truncation_and_context_overflow_bootstrap(tmp_path: Path) -> None:
     """40 positions hold the first turn only: the episode ends truncated by overflow, and PPO
     bootstraps it from V of the context that would have come next."""

@@ -50,7 +50,13 @@ from lm.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from lm.policy import PPO_STATE_FILE, PolicyWithValueHead, load_policy_weights, write_policy
+from lm.policy import (
+    PPO_STATE_FILE,
+    PolicyWithValueHead,
+    load_policy_weights,
+    save_policy,
+    write_policy,
+)
 from lm.ppo import OPTIMIZER_FILE, MetricsLogger, cpu_only
 from lm.rollout import check_scores, model_context
 from ppo_bridge import (
@@ -424,8 +430,7 @@ class AgentTrainer:
 
     def save(self, out: str | Path) -> None:
         """Write the policy (`save_pretrained`, tokenizer, value head, state JSON) atomically."""
-        with atomic_folder(out) as tmp:
-            write_policy(self.policy, self.tokenizer, tmp, self.state())
+        save_policy(self.policy, self.tokenizer, out, self.state())
 
     def save_checkpoint(self) -> Path:
         """Write `out_dir/checkpoint-<iteration>/` atomically, keeping the newest
