@@ -8,8 +8,12 @@ context mode, prefix, suffix, stop), with the loss on the action tokens only:
 
     ppo_bridge/GuessNumber-v0   linear_policy, a quarter of the turns a random guess in the range
                                 the hints allow (success ~0.72 in ~5.7 turns; bisection: 1, 3.375)
-    ppo_bridge/Calculator-v0    guess_policy (answers at once) in 4 episodes of 5, tool_policy in 1
+    ppo_bridge/Calculator-v0    guess_policy (answers at once), tool_policy in 1 episode of 5
     ppo_bridge/TextCartPole-v0  push towards the pole's lean, the angle's sign only (~41 steps)
+
+`optimal_share` mixes in episodes of the optimal scripted policy (bisect_policy, tool_policy):
+default 0 for GuessNumber, 0.2 for Calculator; CartPole has none to mix (its strong scripted
+policy scores ~500, and an SFT start must score <= 200).
 
 Other envs get the random GPT-2. SFT episodes use env seeds from [2^31, 2^32), which training and
 evaluation (below 2^31) never play. The folder is `<cache>/agent-policy-<hash>/`, keyed by
@@ -33,7 +37,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 from lm.agent.config import SEED_SPACE, AgentConfig
 from lm.agent.render import Renderer, Transcript
 from lm.checkpoint import atomic_folder
-from lm.envs import CHARSET, Policy, guess_policy, linear_policy, tool_policy
+from lm.envs import CHARSET, Policy, bisect_policy, guess_policy, linear_policy, tool_policy
 from lm.world import WorldConfig, make_policy
 
 BUILTIN_VERSION = 1
@@ -49,6 +53,7 @@ class BuiltinSpec:
     n_head: int = 4
     n_positions: int = 256
     sft_turns: int = 6000  # scripted turns to fine-tune on; 0 = the random GPT-2
+    optimal_share: float | None = None  # SFT episodes of the optimal policy; None: env default
     sft_epochs: int = 2
     sft_lr: float = 3e-3
     sft_batch_size: int = 64
@@ -76,8 +81,23 @@ def char_tokenizer(model_max_length: int) -> PreTrainedTokenizerFast:
     )
 
 
-def weak_policy(env_id: str, rng: np.random.Generator) -> Policy | None:
-    """A fresh episode's weak scripted policy for a built-in env (None for other envs)."""
+OPTIMAL: dict[str, tuple[Policy, float]] = {  # env -> (optimal policy, its default share)
+    "ppo_bridge/GuessNumber-v0": (bisect_policy, 0.0),
+    "ppo_bridge/Calculator-v0": (tool_policy, 0.2),
+}
+
+
+def weak_policy(
+    env_id: str, rng: np.random.Generator, optimal_share: float | None = None
+) -> Policy | None:
+    """A fresh SFT episode's scripted policy for a built-in env (None for other envs): the
+    optimal one with probability `optimal_share` (None: the env's default), else the weak one."""
+    if optimal_share is not None and env_id not in OPTIMAL:
+        raise ValueError(f"optimal_share: env {env_id} has no optimal scripted policy to mix in")
+    if env_id in OPTIMAL:
+        optimal, default = OPTIMAL[env_id]
+        if rng.random() < (default if optimal_share is None else optimal_share):
+            return optimal
     if env_id == "ppo_bridge/GuessNumber-v0":
 
         def guess(obs: str, info: dict) -> str:
@@ -87,7 +107,7 @@ def weak_policy(env_id: str, rng: np.random.Generator) -> Policy | None:
 
         return guess
     if env_id == "ppo_bridge/Calculator-v0":
-        return tool_policy if rng.random() < 0.2 else guess_policy
+        return guess_policy
     if env_id == "ppo_bridge/TextCartPole-v0":
         return lambda obs, info: "right" if float(re.search(r"a=(\S+)", obs)[1]) > 0 else "left"
     return None
@@ -103,7 +123,7 @@ def sft_samples(
     samples: list[tuple[list[int], list[int]]] = []
     episode = 0
     while len(samples) < spec.sft_turns:
-        policy = weak_policy(cfg.env_id, rng)
+        policy = weak_policy(cfg.env_id, rng, spec.optimal_share)
         obs, info = env.reset(seed=SEED_SPACE + episode)
         t, done = Transcript(observations=[obs]), False
         while not done and len(t.actions) < cfg.max_turns:
@@ -172,6 +192,8 @@ def builtin_key(cfg: AgentConfig, spec: BuiltinSpec) -> str:
 def build_policy(cfg: AgentConfig, cache_dir: Path, spec: BuiltinSpec | None = None) -> Path:
     """The built-in policy folder for `cfg`'s env and rendering, built once under `cache_dir`."""
     spec = spec or BuiltinSpec()
+    if spec.optimal_share is not None and not 0 <= spec.optimal_share <= 1:
+        raise ValueError(f"optimal_share must be in [0, 1], got {spec.optimal_share}")
     if cfg.max_new_tokens >= spec.n_positions:
         raise ValueError(
             f"max_new_tokens {cfg.max_new_tokens}: an action cannot be as long as the built-in "
@@ -184,7 +206,8 @@ def build_policy(cfg: AgentConfig, cache_dir: Path, spec: BuiltinSpec | None = N
     sizes = {k: getattr(spec, k) for k in ("n_layer", "n_embd", "n_head", "n_positions", "seed")}
     model = make_policy(WorldConfig(**sizes), tokenizer)
     renderer = Renderer(tokenizer, cfg.context, cfg.prefix, cfg.suffix, cfg.stop)
-    trained = spec.sft_turns > 0 and weak_policy(cfg.env_id, np.random.default_rng(0)) is not None
+    scripted = weak_policy(cfg.env_id, np.random.default_rng(0), spec.optimal_share)
+    trained = spec.sft_turns > 0 and scripted is not None
     samples = sft_samples(cfg, renderer, spec) if trained else []
     loss = train_sft(model, samples, spec, tokenizer.pad_token_id) if samples else None
     with atomic_folder(root) as tmp:

@@ -40,7 +40,12 @@ from lm.world import default_cache_dir
 from ppo_bridge.cli import add_config_arguments, config_overrides
 from ppo_bridge.rundir import check_run_dir
 
-SOURCES = ("policy", "cache", "sft_turns")  # what the run's models come from: --resume's own
+SOURCES = (
+    "policy",
+    "cache",
+    "sft_turns",
+    "sft_optimal_share",
+)  # what the run's models come from: --resume's own
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -54,6 +59,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         help=f"built-in policy: scripted turns to fine-tune on, 0 = random (default "
         f"{BuiltinSpec.sft_turns})",
+    )
+    parser.add_argument(
+        "--sft-optimal-share",
+        type=float,
+        help="built-in policy: share of SFT episodes played by the env's optimal scripted policy "
+        "(default: GuessNumber 0, Calculator 0.2)",
     )
     parser.add_argument("--out", default="runs/agent", help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
@@ -114,7 +125,11 @@ def run(args: argparse.Namespace) -> dict:
     # the built-in policy is that of the run's first config (a resumed run's flags may differ)
     built_for = AgentConfig(**saved["config"]) if saved else cfg
     policy_dir = args.policy or str(
-        build_policy(built_for, Path(args.cache), BuiltinSpec(sft_turns=args.sft_turns))
+        build_policy(
+            built_for,
+            Path(args.cache),
+            BuiltinSpec(sft_turns=args.sft_turns, optimal_share=args.sft_optimal_share),
+        )
     )
     tokenizer, policy = load_tokenizer(policy_dir), load_causal_lm(policy_dir)
     trainer = AgentTrainer(cfg, policy, tokenizer, out_dir=out)
