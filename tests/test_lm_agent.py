@@ -98,16 +98,21 @@ def random_policy(tmp_path: Path, n_positions: int) -> Path:
 # ------------------------------------------------------------------ rendering and rollouts
 
 
-def test_char_tokenizer_spells_numbers_digit_by_digit(tmp_path: Path) -> None:
+def test_char_tokenizer_keeps_numbers_in_fixed_pieces(tmp_path: Path) -> None:
     tok = char_tokenizer(64)
     tok.save_pretrained(tmp_path)
     tok = load_tokenizer(str(tmp_path))
     obs = "x=+0.02 v=-0.31 a=+0.05 w=+0.44\n"
     ids = tok(obs)["input_ids"]
-    assert ids[0] == tok.bos_token_id and len(ids) == len(obs) + 1
+    assert ids[0] == tok.bos_token_id and len(ids) == 1 + len(obs) - 4  # 4 two-digit groups
     assert tok.decode(ids, skip_special_tokens=True) == obs
-    assert tok("+0.05", add_special_tokens=False)["input_ids"] == [
-        tok.convert_tokens_to_ids(c) for c in "+0.05"
+    pieces = [tok.convert_ids_to_tokens(tok(s, add_special_tokens=False)["input_ids"]) for s in (
+        "+0.05", "-1.30", "Guess 16.", "<calc>12*7+130</calc>", "12345"
+    )]  # fmt: skip
+    assert pieces[0] == ["+", "0", ".", "05"] and pieces[1] == ["-", "1", ".", "30"]
+    assert pieces[2][-3:] == [" ", "16", "."] and "130" in pieces[3]
+    assert pieces[4] == ["123", "45"] and tok("é", add_special_tokens=False)["input_ids"] == [
+        tok.unk_token_id
     ]
     assert tok.pad_token_id != tok.eos_token_id
 

@@ -1,8 +1,9 @@
 """Built-in tiny policies for the text envs, built offline and cached (as lm.world is built).
 
-A character-level tokenizer (every CHARSET character one token, so a number is its digits and
-CartPole's fixed-width signed values always split the same way: "+0.05" is "+", "0", ".", "0",
-"5"), a tiny random GPT-2 (`lm.world.make_policy`), and optionally supervised fine-tuning on
+A character tokenizer (every CHARSET character one token) whose digits come in groups of up to
+three, so a number below 1000 is one token (a guess, a tool result) and CartPole's fixed-width
+signed values always split the same way ("+0.05" is "+", "0", ".", "05"); a tiny random GPT-2
+(`lm.world.make_policy`), and optionally supervised fine-tuning on
 transcripts of the env's WEAK scripted policy, rendered exactly as the agent will read them (same
 context mode, prefix, suffix, stop), with the loss on the action tokens only:
 
@@ -40,7 +41,7 @@ from lm.checkpoint import atomic_folder
 from lm.envs import CHARSET, Policy, bisect_policy, guess_policy, linear_policy, tool_policy
 from lm.world import WorldConfig, make_policy
 
-BUILTIN_VERSION = 1
+BUILTIN_VERSION = 2
 BOS, EOS, PAD, UNK = "<|bos|>", "<|eos|>", "<|pad|>", "<|unk|>"
 
 
@@ -61,12 +62,15 @@ class BuiltinSpec:
 
 
 def char_tokenizer(model_max_length: int) -> PreTrainedTokenizerFast:
-    """One token per CHARSET character (others: UNK), BOS prepended, EOS and PAD of their own."""
+    """One token per CHARSET character (others: UNK) or run of up to 3 digits ("7", "07",
+    "512"; longer runs split left to right), BOS prepended, EOS and PAD of their own."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
-    vocab = {token: i for i, token in enumerate([BOS, EOS, PAD, UNK, *CHARSET])}
+    digits = [f"{n:0{width}d}" for width in (2, 3) for n in range(10**width)]
+    tokens = [BOS, EOS, PAD, UNK, *CHARSET, *digits]
+    vocab = {token: i for i, token in enumerate(tokens)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[0-9]{1,3}|[\s\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])]
