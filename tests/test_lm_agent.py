@@ -36,10 +36,11 @@ from lm.agent import (
     episode_ends,
 )
 from lm.envs import action_space, observation_space
-from lm.policy import load_causal_lm, load_tokenizer
-from lm.rollout import per_token_rewards, token_advantages
+from lm.models import load_causal_lm, load_tokenizer
+from lm.rewards import per_token_rewards
 from lm.world import WorldConfig, make_policy
 from ppo_bridge import clipped_surrogate_loss, masked_whiten
+from ppo_bridge.estimators import sequence_gae
 
 SMALL = dict(n_envs=4, eval_episodes=4, minibatch_size=2, n_epochs=1, max_new_tokens=3)
 FLAGS = ["--n-envs", "4", "--eval-episodes", "4", "--minibatch-size", "2", "--n-epochs", "1"]
@@ -275,10 +276,10 @@ def test_one_turn_advantages_equal_lms_single_turn_ones(algo: str, policy_dir: P
     single, _ = per_token_rewards(lp, ref, scores, mask, 0.1)
     assert torch.equal(rewards[:, 0], single)
     if algo == "ppo":
-        adv, ret = token_advantages(single, ro.values[:, 0], mask, 1.0, 0.95)
+        adv, ret = sequence_gae(single, ro.values[:, 0], mask, 1.0, 0.95)
         torch.testing.assert_close(batch["returns"], ret)
     else:
-        ret = token_advantages(single, torch.zeros_like(single), mask, 1.0, 1.0)[1]
+        ret = sequence_gae(single, torch.zeros_like(single), mask, 1.0, 1.0)[1]
         adv = masked_whiten(ret, mask)
     torch.testing.assert_close(batch["advantages"], adv)
 

@@ -37,9 +37,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from lm.agent.config import SEED_SPACE, AgentConfig
 from lm.agent.render import Renderer, Transcript
-from lm.checkpoint import atomic_folder
 from lm.envs import CHARSET, Policy, bisect_policy, guess_policy, linear_policy, tool_policy
 from lm.world import WorldConfig, make_policy
+from ppo_bridge.atomic import atomic_folder
 
 BUILTIN_VERSION = 2
 BOS, EOS, PAD, UNK = "<|bos|>", "<|eos|>", "<|pad|>", "<|unk|>"

@@ -5,9 +5,9 @@
     python -m lm.agent --env module:EnvId --policy DIR --context markov --stop none
 
 Every `AgentConfig` field is a flag (`--n-envs 32`, `--max-turns 20`, `--no-per-token-gamma`);
-`--algo` picks the method and its preset (lm.ppo.ALGO_PRESETS), the env its own (ENV_PRESETS),
-other flags override both. Without --policy the env's built-in tiny policy is built once into the
-cache (lm.agent.builtin). Evaluates on held-out env seeds before and after training, writes
+`--algo` picks the method (`lm.agent.credit.AGENT_CREDIT`) and its preset (the core's estimator
+table), the env its own (ENV_PRESETS); other flags override both. Without --policy the env's
+built-in tiny policy is built once into the cache (lm.agent.builtin). Evaluates on held-out env seeds before and after training, writes
 metrics.csv, tb/, curves.png and policy/ to --out (checkpoint-<iteration>/ with --save-every N);
 the last stdout line is one JSON object. An --out that holds a run needs --resume (continue from
 its newest checkpoint, bit-identically) or --overwrite. Bad input exits with status 2 and one line
@@ -25,20 +25,13 @@ from pathlib import Path
 from lm.agent.builtin import BuiltinSpec, build_policy
 from lm.agent.config import ENV_PRESETS, AgentConfig
 from lm.agent.report import plot, report
-from lm.agent.trainer import AgentTrainer, read_state
-from lm.policy import load_causal_lm, load_tokenizer
-from lm.train import (
-    check_model_source,
-    cli_main,
-    local,
-    newest_checkpoint,
-    read_metrics,
-    run_markers,
-    start_over,
-)
+from lm.agent.trainer import AgentTrainer, read_agent_state
+from lm.models import check_model_source, load_causal_lm, load_tokenizer
+from lm.run import cli_main, local, newest_checkpoint, run_markers, take_sources
 from lm.world import default_cache_dir
 from ppo_bridge.cli import add_config_arguments, config_overrides
-from ppo_bridge.rundir import check_run_dir
+from ppo_bridge.logs import read_metrics
+from ppo_bridge.rundir import check_run_dir, run_lock, start_over
 
 SOURCES = (
     "policy",
@@ -46,6 +39,7 @@ SOURCES = (
     "sft_turns",
     "sft_optimal_share",
 )  # what the run's models come from: --resume's own
+FILES = ("checkpoint-*", "policy", "tb", "metrics.csv", "curves.png")  # what --overwrite deletes
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -92,18 +86,6 @@ def make_config(args: argparse.Namespace, saved: dict) -> AgentConfig:
     return AgentConfig.for_algo(overrides.pop("algo", "ppo"), **{**env_preset, **overrides})
 
 
-def take_sources(args: argparse.Namespace, checkpoint: Path, run_info: dict) -> None:
-    """--resume: the policy (and the reference) are the run's own, as its checkpoint records."""
-    given = [k for k in SOURCES if getattr(args, k) is not None]
-    if given:
-        flag = "--" + given[0].replace("_", "-")
-        raise ValueError(f"--resume takes {flag} from the run's checkpoint: drop {flag}")
-    if not isinstance(run_info.get("sources"), dict) or "before" not in run_info:
-        raise ValueError(f"{checkpoint} was not written by lm.agent: it cannot be resumed here")
-    for key in SOURCES:
-        setattr(args, key, run_info["sources"].get(key))
-
-
 def run(args: argparse.Namespace) -> dict:
     """Load or build the policy, evaluate, train, evaluate again, save; return the summary."""
     start = time.perf_counter()
@@ -113,8 +95,8 @@ def run(args: argparse.Namespace) -> dict:
     checkpoint, saved = None, {}
     if args.resume:
         checkpoint = newest_checkpoint(out)
-        saved = read_state(checkpoint)
-        take_sources(args, checkpoint, saved["run_info"])
+        saved = read_agent_state(checkpoint)
+        take_sources(args, checkpoint, saved["run_info"], SOURCES)
     cfg = make_config(args, saved)
     cfg.make_env().close()  # an unknown or non-text env stops here, before any model
     check_model_source("--policy", args.policy)
@@ -145,13 +127,18 @@ def run(args: argparse.Namespace) -> dict:
             "transcripts": ro.transcripts[: args.show],
         }
     before = trainer.run_info["before"]
-    if args.overwrite:
-        start_over(out)
-    train_start = time.perf_counter()
-    trainer.train()
-    train_s = time.perf_counter() - train_start
-    after, ro_after = trainer.evaluate()
-    trainer.save(out / "policy")
+
+    def first_step_done() -> None:
+        """--overwrite: the old run goes only once the new one has a completed iteration."""
+        if args.overwrite:
+            start_over(out, FILES)
+
+    with run_lock(out):
+        train_start = time.perf_counter()
+        trainer.train(on_first_step=first_step_done)
+        train_s = time.perf_counter() - train_start
+        after, ro_after = trainer.evaluate()
+        trainer.save(out / "policy")
     shown = before["transcripts"]
     report(before["metrics"], after, shown, ro_after.transcripts[: len(shown)])
     title = f"lm.agent {cfg.algo} on {cfg.env_id} ({cfg.context})"

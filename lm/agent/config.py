@@ -10,6 +10,7 @@ import gymnasium as gym
 
 from lm.envs import make
 from lm.ppo import LMPPOConfig
+from ppo_bridge.config import need
 
 Context = Literal["markov", "history"]
 SEED_SPACE = 2**31  # training and evaluation env seeds are in [0, 2^31); SFT transcripts above
@@ -63,10 +64,12 @@ class AgentConfig(LMPPOConfig):
     missing_eos_penalty: float | None = None
 
     def __post_init__(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(msg)
+        from lm.agent.credit import AGENT_CREDIT
 
+        need(
+            self.algo in AGENT_CREDIT,
+            f"lm.agent has no multi-turn {self.algo!r}: pass one of {', '.join(AGENT_CREDIT)}",
+        )
         need(self.n_envs >= 1, f"n_envs must be >= 1, got {self.n_envs}")
         need(
             self.n_envs % self.num_generations == 0,

@@ -16,13 +16,15 @@ functions. Advantages:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from lm.agent.rollout import Episode
-from lm.rollout import per_token_rewards
+from lm.rewards import per_token_rewards
 from ppo_bridge import group_advantages, masked_whiten, multi_turn_gae
 from ppo_bridge.critic_free import Baseline, Scale
 from ppo_bridge.kl import KLEstimator
@@ -113,3 +115,34 @@ def group_episode_advantages(
     episodes share an env seed) on every one of its action tokens."""
     adv = group_advantages(rewards.sum((1, 2)), group_size, baseline, scale)
     return adv[:, None, None] * mask
+
+
+Credit = Callable[[Tensor, Tensor, Tensor, EpisodeEnds, Tensor, Any], tuple[Tensor, Tensor | None]]
+
+
+def _ppo(rewards, values, mask, ends, bootstrap, cfg) -> tuple[Tensor, Tensor]:  # noqa: ANN001
+    return gae_advantages(
+        rewards, values, mask, ends, bootstrap, cfg.gamma, cfg.gae_lambda, cfg.per_token_gamma
+    )
+
+
+def _reinforce_pp(rewards, values, mask, ends, bootstrap, cfg) -> tuple[Tensor, None]:  # noqa: ANN001
+    return reinforce_pp_advantages(rewards, mask, ends, cfg.gamma, cfg.per_token_gamma), None
+
+
+def _group(baseline: Baseline) -> Credit:
+    def credit(rewards, values, mask, ends, bootstrap, cfg) -> tuple[Tensor, None]:  # noqa: ANN001
+        scale = "std" if cfg.scale_rewards else "none"
+        return group_episode_advantages(rewards, mask, cfg.num_generations, baseline, scale), None
+
+    return credit
+
+
+# The multi-turn form of each estimator of the core's table (ppo_bridge.ESTIMATORS) that lm.agent
+# has: (rewards, values, mask, ends, bootstrap, cfg) -> (advantages, returns or None), [E, K, R].
+AGENT_CREDIT: dict[str, Credit] = {
+    "ppo": _ppo,
+    "grpo": _group("mean"),
+    "rloo": _group("leave_one_out"),
+    "reinforce_pp": _reinforce_pp,
+}

@@ -29,8 +29,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lm.agent.config import AgentConfig
 from lm.agent.render import Renderer, Transcript
-from lm.policy import PolicyWithValueHead
-from lm.rollout import left_pad, policy_forward, reference_logprobs, sample_responses
+from lm.models import PolicyWithValueHead
+from lm.sampling import left_pad, policy_forward, reference_logprobs, sample_responses
 
 
 @dataclass

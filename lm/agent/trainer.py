@@ -10,27 +10,18 @@ eval mode, in training too, so the rollout's and the update's log-probs are the 
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from safetensors import SafetensorError
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from lm.agent.config import SEED_SPACE, AgentConfig
-from lm.agent.credit import (
-    episode_ends,
-    gae_advantages,
-    group_episode_advantages,
-    reinforce_pp_advantages,
-    turn_rewards,
-)
+from lm.agent.credit import AGENT_CREDIT, episode_ends, turn_rewards
 from lm.agent.render import Renderer
 from lm.agent.rollout import (
     Episode,
@@ -43,22 +34,18 @@ from lm.agent.rollout import (
     turn_forward,
 )
 from lm.checkpoint import (
-    atomic_folder,
-    clean_stale,
-    load_plain,
-    prune_checkpoints,
+    load_weights,
+    read_checkpoint_files,
+    read_state,
     rng_state,
+    save_checkpoint,
+    save_model,
     set_rng_state,
 )
-from lm.policy import (
-    PPO_STATE_FILE,
-    PolicyWithValueHead,
-    load_policy_weights,
-    save_policy,
-    write_policy,
-)
-from lm.ppo import OPTIMIZER_FILE, MetricsLogger, cpu_only
-from lm.rollout import check_scores, model_context
+from lm.distributed import make_accelerator
+from lm.models import PolicyWithValueHead, model_context
+from lm.ppo.checkpoint import PPO_STATE, PPO_STATE_FILE
+from lm.rewards import check_scores
 from ppo_bridge import (
     AdaptiveKLController,
     Evaluation,
@@ -67,9 +54,10 @@ from ppo_bridge import (
     masked_whiten,
     ppo_update,
 )
+from ppo_bridge.atomic import clean_stale
+from ppo_bridge.logs import MetricsLogger
 
 EpisodeRewardFn = Callable[[list[str]], Sequence[float]]  # transcripts -> one score each
-STATE_KEYS = ("iteration", "beta", "config", "run_info", "scaler")
 
 
 @dataclass
@@ -115,9 +103,7 @@ class AgentTrainer:
         if cfg.normalize_scores and not names:
             raise ValueError("normalize_scores whitens the reward_funcs' scores: pass reward_funcs")
         self.reward_weights = dict(zip(names, weights, strict=True))
-        self.accelerator = acc = Accelerator(
-            cpu=cpu_only(), mixed_precision=cfg.resolved_mixed_precision()
-        )
+        self.accelerator = acc = make_accelerator(cfg.mixed_precision)
         if acc.num_processes > 1:
             raise ValueError("lm.agent runs in one process: launch it with python, not torchrun")
         set_seed(cfg.seed)
@@ -255,28 +241,11 @@ class AgentTrainer:
         if cfg.kl_coef > 0:
             batch["ref_logprobs"] = ro.ref_logprobs.flatten(1)
         ends = episode_ends(ro.episodes, mask)
-        if cfg.algo == "ppo":
-            adv, ret = gae_advantages(
-                rewards,
-                ro.values,
-                mask,
-                ends,
-                ro.bootstrap,
-                cfg.gamma,
-                cfg.gae_lambda,
-                cfg.per_token_gamma,
-            )
-            batch.update(
-                advantages=adv.flatten(1), returns=ret.flatten(1), values=ro.values.flatten(1)
-            )
-        elif cfg.algo == "reinforce_pp":
-            adv = reinforce_pp_advantages(rewards, mask, ends, cfg.gamma, cfg.per_token_gamma)
-            batch["advantages"] = adv.flatten(1)
-        else:
-            baseline = "mean" if cfg.algo == "grpo" else "leave_one_out"
-            scale = "std" if cfg.scale_rewards else "none"
-            adv = group_episode_advantages(rewards, mask, cfg.num_generations, baseline, scale)
-            batch["advantages"] = adv.flatten(1)
+        values = ro.values if cfg.critic else None
+        adv, ret = AGENT_CREDIT[cfg.algo](rewards, values, mask, ends, ro.bootstrap, cfg)
+        batch["advantages"] = adv.flatten(1)
+        if ret is not None:
+            batch.update(returns=ret.flatten(1), values=ro.values.flatten(1))
         return batch
 
     # ---------------------------------------------------------------- update
@@ -377,35 +346,41 @@ class AgentTrainer:
         )
         return metrics
 
-    def train(self) -> list[dict[str, float]]:
+    def train(self, on_first_step: Callable[[], None] | None = None) -> list[dict[str, float]]:
         """Run the remaining iterations; log metrics.csv + TensorBoard; save checkpoints every
-        `save_every` iterations and at the end (with out_dir); return the metrics."""
+        `save_every` iterations and at the end (with out_dir); return the metrics.
+        `on_first_step` runs once the first iteration is done, before anything is written."""
         cfg = self.cfg
         logger = None
         if self.out_dir:
             clean_stale(self.out_dir)
-            logger = MetricsLogger(self.out_dir, start=self.iteration)
+            logger = MetricsLogger(self.out_dir, resume_step=self.iteration or None)
         history = []
         start = time.perf_counter()
         bar = tqdm(total=cfg.total_iterations - self.iteration, desc=f"agent {cfg.algo}")
-        while self.iteration < cfg.total_iterations:
-            metrics = self.step()
-            metrics["time/elapsed"] = time.perf_counter() - start
-            history.append(metrics)
+        try:
+            while self.iteration < cfg.total_iterations:
+                metrics = self.step()
+                metrics["time/elapsed"] = time.perf_counter() - start
+                if not history and on_first_step is not None:
+                    on_first_step()
+                history.append(metrics)
+                if logger:
+                    logger.log(metrics)
+                bar.update(1)
+                bar.set_postfix(
+                    ret=f"{metrics['env/return']:.2f}",
+                    success=f"{metrics['env/success']:.2f}",
+                    turns=f"{metrics['env/turns']:.1f}",
+                )
+                done = self.iteration == cfg.total_iterations
+                due = cfg.save_every and (self.iteration % cfg.save_every == 0 or done)
+                if self.out_dir and due:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
             if logger:
-                logger.log(metrics)
-            bar.update(1)
-            bar.set_postfix(
-                ret=f"{metrics['env/return']:.2f}",
-                success=f"{metrics['env/success']:.2f}",
-                turns=f"{metrics['env/turns']:.1f}",
-            )
-            done = self.iteration == cfg.total_iterations
-            if self.out_dir and cfg.save_every and (self.iteration % cfg.save_every == 0 or done):
-                self.save_checkpoint()
-        bar.close()
-        if logger:
-            logger.close()
+                logger.close()
         return history
 
     # ---------------------------------------------------------------- evaluation and saving
@@ -420,53 +395,55 @@ class AgentTrainer:
         return {**metrics, "kl": float(kl.sum((1, 2)).mean())}, ro
 
     def state(self) -> dict:
+        acc = self.accelerator
         return {
             "iteration": self.iteration,
             "beta": self.kl_ctl.value,
+            "prompt_queue": [],  # episodes come from the env seed stream, not a prompt queue
+            "num_processes": acc.num_processes,
+            "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
             "config": asdict(self.cfg),
             "run_info": self.run_info,
-            "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler else None,
         }
 
     def save(self, out: str | Path) -> None:
         """Write the policy (`save_pretrained`, tokenizer, value head, state JSON) atomically."""
-        save_policy(self.policy, self.tokenizer, out, self.state())
+        save_model(self.policy, self.tokenizer, out, (PPO_STATE_FILE, self.state()))
 
     def save_checkpoint(self) -> Path:
-        """Write `out_dir/checkpoint-<iteration>/` atomically, keeping the newest
-        `save_total_limit`: the policy and value head, `optimizer.pt`, the state JSON (iteration,
-        beta, config, run_info) and `rng_state.pth` (torch, CUDA, python, numpy RNGs, the env seed
-        stream and the minibatch order). Episodes never span iterations: no env state to save."""
+        """Write `out_dir/checkpoint-<iteration>/` (`lm.checkpoint.save_checkpoint`: the policy
+        and value head, `optimizer.pt`, the state JSON, `rng_state_0.pth` with the env seed stream
+        and the minibatch order). Episodes never span iterations: no env state to save."""
         if self.out_dir is None:
             raise ValueError("save_checkpoint needs the trainer's out_dir")
-        folder = self.out_dir / f"checkpoint-{self.iteration}"
-        with atomic_folder(folder) as tmp:
-            write_policy(self.policy, self.tokenizer, tmp, self.state())
-            torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-            torch.save(self.rng_states(), tmp / "rng_state.pth")
-        prune_checkpoints(self.out_dir, self.cfg.save_total_limit)
-        return folder
+        return save_checkpoint(
+            self.accelerator,
+            self.out_dir,
+            self.iteration,
+            self.policy,
+            self.tokenizer,
+            self.optimizer,
+            lambda: (PPO_STATE_FILE, self.state()),
+            self.rng_states(),
+            self.cfg.save_total_limit,
+        )
 
     def load_checkpoint(self, folder: str | Path) -> None:
         """Continue from a `save_checkpoint` folder (the reference stays the starting policy).
-        Reads only safetensors, JSON and tensors."""
+        Reads only safetensors, JSON and tensors, each checked before use."""
         folder = Path(folder)
-        state = read_state(folder)
-        optimizer = load_plain(folder / OPTIMIZER_FILE)
-        rng = load_plain(folder / "rng_state.pth")
+        state = read_agent_state(folder)
+        optimizer, rng = read_checkpoint_files(self.accelerator, folder, state)
+        load_weights(self.policy, folder)
         try:
-            load_policy_weights(self.policy, folder)
             self.optimizer.load_state_dict(optimizer)
-        except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as err:
-            message = str(err).strip().splitlines() or [type(err).__name__]
-            raise ValueError(
-                f"checkpoint {folder}: cannot load it into this run: {message[0]}"
-            ) from None
+            set_rng_state(rng)
+            self.seed_gen.set_state(rng["seed_gen"])
+            self.update_gen.set_state(rng["update_gen"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"checkpoint {folder} does not fit this run: {err}") from None
         if self.accelerator.scaler is not None and state["scaler"] is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
-        set_rng_state(rng)
-        self.seed_gen.set_state(rng["seed_gen"])
-        self.update_gen.set_state(rng["update_gen"])
         self.kl_ctl.value = state["beta"]
         self.iteration = state["iteration"]
         self.run_info = state["run_info"]
@@ -494,14 +471,6 @@ def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
     }
 
 
-def read_state(folder: Path) -> dict:
-    """The state JSON of a checkpoint, or a one-line ValueError naming what is wrong."""
-    path = folder / PPO_STATE_FILE
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"checkpoint {folder}: cannot read {path.name} ({err})") from None
-    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise ValueError(f"checkpoint {folder}: {path.name} lacks {missing}: resume an intact one")
-    return state
+def read_agent_state(folder: Path) -> dict:
+    """An agent checkpoint's state JSON, every field checked, or a one-line ValueError."""
+    return read_state(folder, PPO_STATE_FILE, PPO_STATE)
