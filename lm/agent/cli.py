@@ -7,11 +7,11 @@
 Every `AgentConfig` field is a flag (`--n-envs 32`, `--max-turns 20`, `--no-per-token-gamma`);
 `--algo` picks the method (`lm.agent.credit.AGENT_CREDIT`) and its preset (the core's estimator
 table), the env its own (ENV_PRESETS); other flags override both. Without --policy the env's
-built-in tiny policy is built once into the cache (lm.agent.builtin). Evaluates on held-out env seeds before and after training, writes
-metrics.csv, tb/, curves.png and policy/ to --out (checkpoint-<iteration>/ with --save-every N);
-the last stdout line is one JSON object. An --out that holds a run needs --resume (continue from
-its newest checkpoint, bit-identically) or --overwrite. Bad input exits with status 2 and one line
-on stderr, and writes nothing to --out.
+built-in tiny policy is built once into the cache (lm.agent.builtin). Evaluates on held-out env
+seeds before and after training, writes metrics.csv, tb/, curves.png and policy/ to --out
+(checkpoint-<iteration>/ with --save-every N); the last stdout line is one JSON object. An --out
+that holds a run needs --resume (continue from its newest checkpoint, bit-identically) or
+--overwrite. Bad input exits with status 2 and one line on stderr, and writes nothing to --out.
 """
 
 from __future__ import annotations
