@@ -289,14 +289,14 @@ def test_reward_funcs_score_the_transcript_on_the_last_action_token(policy_dir: 
         return [sum(c.isdigit() for c in t) / 10 for t in transcripts]
 
     tokenizer, model = load_tokenizer(str(policy_dir)), load_causal_lm(str(policy_dir))
-    cfg = AgentConfig(**SMALL)
+    cfg = AgentConfig(**SMALL, reward_scale=0.5)
     trainer = AgentTrainer(cfg, model, tokenizer, reward_funcs=[digits], reward_weights=[2.0])
     ro = trainer.rollout([0, 1, 2, 3])
     scores = trainer.scores(ro)
     assert scores["digits"].tolist() == pytest.approx(digits(ro.transcripts))
     turn_scores, rewards, _ = trainer.rewards(ro, 0.0, scores)
     for e, ep in enumerate(ro.episodes):
-        expected = list(ep.rewards)
+        expected = [0.5 * r for r in ep.rewards]  # reward_scale
         expected[-1] += 2.0 * scores["digits"][e].item()
         assert turn_scores[e, : ep.turns].tolist() == pytest.approx(expected)
         assert rewards[e].sum().item() == pytest.approx(sum(expected))  # beta 0: scores only

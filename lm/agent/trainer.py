@@ -205,14 +205,15 @@ class AgentTrainer:
     ) -> tuple[Tensor, Tensor, Tensor]:
         """(turn scores [E, K], rewards [E, K, R], KL_t [E, K, R]).
 
-        A turn's score is its env reward, minus missing_eos_penalty where the action was cut at
-        max_new_tokens, plus, on the episode's last turn, the weighted reward-function score
-        (whitened over the batch with normalize_scores); `turn_rewards` adds -beta * KL_t.
+        A turn's score is its env reward times reward_scale, minus missing_eos_penalty where the
+        action was cut at max_new_tokens, plus, on the episode's last turn, the weighted
+        reward-function score (whitened over the batch with normalize_scores); `turn_rewards`
+        adds -beta * KL_t.
         """
         cfg, device = self.cfg, ro.logprobs.device
         turn_scores = torch.zeros(ro.batch.turns.shape, device=device)
         for e, ep in enumerate(ro.episodes):
-            turn_scores[e, : ep.turns] = torch.tensor(ep.rewards, device=device)
+            turn_scores[e, : ep.turns] = cfg.reward_scale * torch.tensor(ep.rewards, device=device)
             if cfg.missing_eos_penalty is not None:
                 cut = ~torch.tensor(ep.ended, device=device)
                 turn_scores[e, : ep.turns] -= cfg.missing_eos_penalty * cut
