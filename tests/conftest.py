@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,3 +24,25 @@ def tiny_world():  # noqa: ANN201 (lm.world.World)
 
     torch.set_num_threads(1)
     return build_world(None, WorldConfig.tiny())
+
+
+@dataclass
+class Done:
+    """What a command returned: its exit status and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capfd: pytest.CaptureFixture[str]):  # noqa: ANN201
+    """`python -m module argv` through its entry point, in this process (faster than a
+    subprocess; errors end as they do on the command line)."""
+
+    def run(module: str, argv: list[str]) -> Done:
+        code = importlib.import_module(module).main(argv)
+        out, err = capfd.readouterr()
+        return Done(code, out, err)
+
+    return run

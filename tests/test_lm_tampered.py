@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,25 +14,6 @@ from lm.train import main
 
 FLAGS = ["--eval-samples", "4", "--batch-size", "4", "--minibatch-size", "2", "--n-epochs", "1"]
 FLAGS += ["--max-new-tokens", "4", "--total-iterations", "3", "--save-every", "3"]
-
-
-@dataclass
-class Done:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def cli(capfd: pytest.CaptureFixture[str]):  # noqa: ANN201
-    """`python -m lm.train argv`, in this process (its entry point, so errors end as they do)."""
-
-    def run(argv: list[str]) -> Done:
-        code = main(argv)
-        out, err = capfd.readouterr()
-        return Done(code, out, err)
-
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +71,7 @@ def test_a_tampered_checkpoint_is_one_line_and_changes_nothing(
     tamper, needle = CASES[case]
     tamper(run / "checkpoint-3")
     before = snapshot(run)
-    done = cli(["--out", str(run), "--resume", "--total-iterations", "5"])
+    done = cli("lm.train", ["--out", str(run), "--resume", "--total-iterations", "5"])
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and needle in lines[-1], done.stderr
@@ -104,7 +84,7 @@ def test_a_torn_last_metrics_row_is_dropped_on_resume(finished: Path, tmp_path: 
     shutil.copytree(finished, run)
     with (run / "metrics.csv").open("a") as f:
         f.write("4.0,0.1,")  # what a kill in the middle of a row leaves
-    done = cli(["--out", str(run), "--resume", "--total-iterations", "4"])
+    done = cli("lm.train", ["--out", str(run), "--resume", "--total-iterations", "4"])
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [r["iteration"] for r in rows] == ["1.0", "2.0", "3.0", "4.0"]
@@ -115,7 +95,9 @@ def test_a_truncated_policy_folder_is_one_line(tiny: dict[str, Path], tmp_path: 
     shutil.copytree(tiny["policy"], policy)
     truncate(policy / "model.safetensors", 100)
     models = ["--policy", str(policy), "--reward-model", str(tiny["rm"])]
-    done = cli([*models, "--prompts", str(tiny["prompts.txt"]), "--out", str(tmp_path / "run")])
+    done = cli(
+        "lm.train", [*models, "--prompts", str(tiny["prompts.txt"]), "--out", str(tmp_path / "run")]
+    )
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"error: --policy {policy}") and "damaged" in line

@@ -3,12 +3,10 @@ one has done an iteration (lm.train, lm.dpo, classic.train)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,26 +16,6 @@ from ppo_bridge.rundir import LOCK_NAME, run_lock
 TINY_LM = ["--batch-size", "4", "--minibatch-size", "2", "--n-epochs", "1", "--max-new-tokens", "4"]
 TINY_LM += ["--total-iterations", "2", "--eval-samples", "4"]
 CLASSIC = ["--env", "CartPole-v1", "--total-timesteps", "512", "--n-envs", "4", "--n-steps", "64"]
-
-
-@dataclass
-class Done:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def cli(capfd: pytest.CaptureFixture[str]):  # noqa: ANN201
-    """`python -m module argv` through its entry point, in this process (a lock taken again in
-    the same process still conflicts: flock locks belong to each open of the file)."""
-
-    def run(module: str, argv: list[str]) -> Done:
-        code = importlib.import_module(module).main(argv)
-        out, err = capfd.readouterr()
-        return Done(code, out, err)
-
-    return run
 
 
 def lm_argv(tiny: dict[str, Path], out: Path) -> list[str]:

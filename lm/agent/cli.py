@@ -24,9 +24,10 @@ from pathlib import Path
 
 from lm.agent.builtin import BuiltinSpec, build_policy
 from lm.agent.config import ENV_PRESETS, AgentConfig
-from lm.agent.report import plot, report
+from lm.agent.report import PANELS, report
 from lm.agent.trainer import AgentTrainer, read_agent_state
 from lm.models import check_model_source, load_causal_lm, load_tokenizer
+from lm.report import plot_curves
 from lm.run import cli_main, local, newest_checkpoint, run_markers, take_sources
 from lm.world import default_cache_dir
 from ppo_bridge.cli import add_config_arguments, config_overrides
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace) -> dict:
     shown = before["transcripts"]
     report(before["metrics"], after, shown, ro_after.transcripts[: len(shown)])
     title = f"lm.agent {cfg.algo} on {cfg.env_id} ({cfg.context})"
-    plot(read_metrics(out / "metrics.csv"), out / "curves.png", title)
+    plot_curves(read_metrics(out / "metrics.csv"), PANELS, out / "curves.png", title)
     print(f"saved the policy to {out / 'policy'}, logs to {out}")
     b = before["metrics"]
     return {

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from lm.agent.config import SEED_SPACE, AgentConfig
@@ -43,6 +42,7 @@ from lm.checkpoint import (
     set_rng_state,
 )
 from lm.distributed import make_accelerator
+from lm.loop import train_loop
 from lm.models import PolicyWithValueHead, model_context
 from lm.ppo.checkpoint import PPO_STATE, PPO_STATE_FILE
 from lm.rewards import check_scores
@@ -54,8 +54,6 @@ from ppo_bridge import (
     masked_whiten,
     ppo_update,
 )
-from ppo_bridge.atomic import clean_stale
-from ppo_bridge.logs import MetricsLogger
 
 EpisodeRewardFn = Callable[[list[str]], Sequence[float]]  # transcripts -> one score each
 
@@ -348,41 +346,23 @@ class AgentTrainer:
         return metrics
 
     def train(self, on_first_step: Callable[[], None] | None = None) -> list[dict[str, float]]:
-        """Run the remaining iterations; log metrics.csv + TensorBoard; save checkpoints every
-        `save_every` iterations and at the end (with out_dir); return the metrics.
-        `on_first_step` runs once the first iteration is done, before anything is written."""
+        """Run the remaining iterations (`lm.loop.train_loop`: logs, checkpoints every
+        `save_every`); return the metrics per iteration."""
+
+        def postfix(m: dict[str, float]) -> dict[str, str]:
+            shown = {"ret": f"{m['env/return']:.2f}", "success": f"{m['env/success']:.2f}"}
+            return {**shown, "turns": f"{m['env/turns']:.1f}"}
+
         cfg = self.cfg
-        logger = None
-        if self.out_dir:
-            clean_stale(self.out_dir)
-            logger = MetricsLogger(self.out_dir, resume_step=self.iteration or None)
-        history = []
-        start = time.perf_counter()
-        bar = tqdm(total=cfg.total_iterations - self.iteration, desc=f"agent {cfg.algo}")
-        try:
-            while self.iteration < cfg.total_iterations:
-                metrics = self.step()
-                metrics["time/elapsed"] = time.perf_counter() - start
-                if not history and on_first_step is not None:
-                    on_first_step()
-                history.append(metrics)
-                if logger:
-                    logger.log(metrics)
-                bar.update(1)
-                bar.set_postfix(
-                    ret=f"{metrics['env/return']:.2f}",
-                    success=f"{metrics['env/success']:.2f}",
-                    turns=f"{metrics['env/turns']:.1f}",
-                )
-                done = self.iteration == cfg.total_iterations
-                due = cfg.save_every and (self.iteration % cfg.save_every == 0 or done)
-                if self.out_dir and due:
-                    self.save_checkpoint()
-        finally:
-            bar.close()
-            if logger:
-                logger.close()
-        return history
+        return train_loop(
+            self,
+            self.step,
+            cfg.total_iterations,
+            save_every=cfg.save_every,
+            desc=f"agent {cfg.algo}",
+            postfix=postfix,
+            on_first_step=on_first_step,
+        )
 
     # ---------------------------------------------------------------- evaluation and saving
 

@@ -16,7 +16,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from lm.checkpoint import (
@@ -32,10 +31,9 @@ from lm.distributed import make_accelerator, reduce_mean
 from lm.dpo.config import LMDPOConfig
 from lm.dpo.pairs import TokenizedPairs, pack_pairs, packed_sequence_logprobs
 from lm.fsdp import fsdp_requested
+from lm.loop import train_loop
 from lm.models import model_context
 from ppo_bridge import dpo_loss
-from ppo_bridge.atomic import clean_stale
-from ppo_bridge.logs import MetricsLogger
 
 DPO_STATE_FILE = "dpo_state.json"
 
@@ -178,42 +176,22 @@ class LMDPOTrainer:
         return batch[acc.process_index :: acc.num_processes]
 
     def train(self, on_first_step: Callable[[], None] | None = None) -> list[dict[str, float]]:
-        """The remaining steps of all epochs; logs CSV + TensorBoard; returns the metrics per step.
+        """The remaining steps of all epochs (`lm.loop.train_loop`: logs, checkpoints every
+        `save_every`); returns the metrics per step."""
 
-        Each row also holds `time/elapsed`, the seconds since `train` began. `on_first_step`
-        runs once the first step is done, before anything is written.
-        """
-        cfg, acc = self.cfg, self.accelerator
-        logger = None
-        if acc.is_main_process and self.out_dir:
-            clean_stale(self.out_dir)
-            logger = MetricsLogger(self.out_dir, resume_step=self.iteration or None)
-        history: list[dict[str, float]] = []
-        start = time.perf_counter()
-        bar = tqdm(
-            total=self.total_steps - self.iteration, desc=cfg.algo, disable=not acc.is_main_process
+        def step() -> dict[str, float]:
+            self.last_metrics = self.step(self.next_indices())
+            return self.last_metrics
+
+        return train_loop(
+            self,
+            step,
+            self.total_steps,
+            save_every=self.cfg.save_every,
+            desc=self.cfg.algo,
+            postfix=lambda m: {"loss": f"{m['loss']:.3f}"},
+            on_first_step=on_first_step,
         )
-        try:
-            while self.iteration < self.total_steps:
-                metrics = self.step(self.next_indices())
-                metrics["time/elapsed"] = time.perf_counter() - start
-                if not history and on_first_step is not None:
-                    on_first_step()
-                history.append(metrics)
-                self.last_metrics = metrics
-                if logger:
-                    logger.log(metrics)
-                bar.update(1)
-                bar.set_postfix(loss=f"{metrics['loss']:.3f}")
-                done = self.iteration == self.total_steps
-                due = cfg.save_every and (self.iteration % cfg.save_every == 0 or done)
-                if self.out_dir and due:
-                    self.save_checkpoint()
-        finally:
-            bar.close()
-            if logger:
-                logger.close()
-        return history
 
     def save(self, out: str | Path) -> None:
         """The policy as a plain model folder (`save_pretrained` + tokenizer), atomically."""

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from lm.checkpoint import (
@@ -37,6 +36,7 @@ from lm.checkpoint import (
 from lm.distributed import make_accelerator, reduce_mean
 from lm.fsdp import check_fsdp, full_state_dict, shard_sampling
 from lm.grading import Grader
+from lm.loop import train_loop
 from lm.models import PolicyWithValueHead, enable_gradient_checkpointing, model_context
 from lm.ppo.checkpoint import PPO_STATE_FILE, read_checkpoint_state
 from lm.ppo.config import LMPPOConfig
@@ -52,8 +52,6 @@ from ppo_bridge import (
     masked_whiten,
     ppo_update,
 )
-from ppo_bridge.atomic import clean_stale
-from ppo_bridge.logs import MetricsLogger
 
 
 class LMPPOTrainer:
@@ -302,52 +300,23 @@ class LMPPOTrainer:
         return self.accelerator.reduce(tensor, "sum")
 
     def train(self, on_first_step: Callable[[], None] | None = None) -> list[dict[str, float]]:
-        """Run the remaining iterations; log CSV + TensorBoard; return the metrics per iteration.
+        """Run the remaining iterations (`lm.loop.train_loop`: logs, checkpoints every
+        `save_every`); return the metrics per iteration."""
 
-        Each row also holds `time/elapsed`, the seconds since `train` began. With `out_dir`, the
-        main process first removes what a killed save left there (`clean_stale`), and the logs
-        continue after `iteration` (a resumed run's rows after its checkpoint are replaced).
-        `on_first_step` runs once the first iteration is done, before anything is written.
-        """
-        cfg, acc = self.cfg, self.accelerator
-        logger = None
-        if acc.is_main_process and self.out_dir:
-            clean_stale(self.out_dir)
-            logger = MetricsLogger(self.out_dir, resume_step=self.iteration or None)
-        history: list[dict[str, float]] = []
-        start = time.perf_counter()
-        bar = tqdm(
-            total=cfg.total_iterations - self.iteration,
+        def postfix(m: dict[str, float]) -> dict[str, str]:
+            shown = {"score": f"{m['objective/scores']:.3f}", "kl": f"{m['objective/kl']:.2f}"}
+            return {**shown, **({"gold": f"{m['objective/gold']:.3f}"} if self.gold_fn else {})}
+
+        cfg = self.cfg
+        return train_loop(
+            self,
+            self.step,
+            cfg.total_iterations,
+            save_every=cfg.save_every,
             desc=cfg.algo,
-            disable=not acc.is_main_process,
+            postfix=postfix,
+            on_first_step=on_first_step,
         )
-        try:
-            while self.iteration < cfg.total_iterations:
-                metrics = self.step()
-                metrics["time/elapsed"] = time.perf_counter() - start
-                if not history and on_first_step is not None:
-                    on_first_step()
-                history.append(metrics)
-                if logger:
-                    logger.log(metrics)
-                bar.update(1)
-                bar.set_postfix(
-                    score=f"{metrics['objective/scores']:.3f}",
-                    kl=f"{metrics['objective/kl']:.2f}",
-                    **({"gold": f"{metrics['objective/gold']:.3f}"} if self.gold_fn else {}),
-                )
-                done = self.iteration == cfg.total_iterations
-                if (
-                    self.out_dir
-                    and cfg.save_every
-                    and (self.iteration % cfg.save_every == 0 or done)
-                ):
-                    self.save_checkpoint()
-        finally:
-            bar.close()
-            if logger:
-                logger.close()
-        return history
 
     def evaluate(self, prompts: Sequence[str]) -> tuple[dict[str, float], Rollout]:
         """Grade the policy as it is now on `prompts` (`Grader.evaluate`)."""
