@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import gymnasium as gym
-import psutil
 import pytest
 import torch
-from tiny import ROOT
+from tiny import kill_after, launch, untimed
 from transformers import AutoModelForCausalLM
 
 import lm.agent.cli
@@ -360,38 +355,12 @@ def test_cli_smoke(
     assert json.loads((out / "policy" / "ppo_state.json").read_text())["config"]["algo"] == algo
 
 
-def launch(argv: list[str], log: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    with log.with_suffix(".out").open("w") as out, log.with_suffix(".err").open("w") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "lm.agent", *argv], cwd=ROOT, env=env, stdout=out, stderr=err
-        )
-
-
-def kill_after(proc: subprocess.Popen[str], path: Path) -> None:
-    deadline = time.monotonic() + 300
-    while not path.exists():
-        assert proc.poll() is None, f"the run ended before {path.name} appeared"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    psutil.Process(proc.pid).kill()
-    assert proc.wait() == -9
-
-
-def untimed(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return [
-            {k: v for k, v in row.items() if not k.startswith(("time/", "perf/"))}
-            for row in csv.DictReader(f)
-        ]
-
-
 def test_killed_and_resumed_run_logs_what_an_uninterrupted_one_does(
     policy_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     argv = [*FLAGS, "--policy", str(policy_dir), "--total-iterations", "8", "--save-every", "2"]
-    victim = launch([*argv, "--out", str(killed)], tmp_path / "killed")
+    victim = launch(1, [*argv, "--out", str(killed)], tmp_path / "killed", "lm.agent")
     with ThreadPoolExecutor(1) as pool:
         kill = pool.submit(kill_after, victim, killed / "checkpoint-4")
         code, stdout, err = run_cli([*argv, "--out", str(whole)], capsys)
