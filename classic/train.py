@@ -32,7 +32,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,7 @@ class Trainer:
         torch.set_num_threads(cfgs[0].threads)
         self.cfg = cfgs[0]  # the hyperparameters of every seed (only the seed differs)
         self.runs: list[SeedRun] = []
+        self.before_first_write: Callable[[], object] | None = None  # --overwrite's start-over
         try:
             for c, out in zip(cfgs, outs, strict=True):
                 self.runs.append(SeedRun(c, out))
@@ -314,6 +315,9 @@ class Trainer:
                 confirmed = self.final_evaluation(run)  # screened on a few, confirmed on all
                 if confirms(confirmed, cfg.target_return, cfg.confirm_z):
                     run.threshold, run.confirmed = (run.global_step, run.wall_s), confirmed
+        if self.before_first_write is not None:
+            self.before_first_write()
+            self.before_first_write = None
         run.log(row)
         if run.collapsed_at is None:
             self._check_health(run, i, metrics)
@@ -455,8 +459,6 @@ def train_runs(
                 continue
             try:
                 locks.enter_context(run_lock(path))  # this process owns the folder from here
-                if overwrite:
-                    start_over(path, RUN_FILES)
             except OSError as err:
                 for r in trainer.runs:
                     r.envs.close()
@@ -465,6 +467,8 @@ def train_runs(
                 for r in trainer.runs:
                     r.envs.close()
                 raise
+        if overwrite:  # the old runs go once the new ones have done an iteration
+            trainer.before_first_write = lambda: [start_over(p, RUN_FILES) for p in paths if p]
         return trainer.run()
 
 

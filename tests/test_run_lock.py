@@ -75,3 +75,18 @@ def test_overwrite_keeps_the_old_run_when_the_new_one_fails_first(
     }
     summary = json.loads(first.stdout.strip().splitlines()[-1])
     assert summary["iterations"] == 2
+
+
+def test_classic_overwrite_keeps_the_old_run_when_the_new_one_fails_first(
+    tmp_path: Path, cli
+) -> None:
+    out = tmp_path / "run"
+    first = cli("classic.train", [*CLASSIC, "--out", str(out)])
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    bad = cli("classic.train", [*CLASSIC, "--out", str(out), "--overwrite", "--lr", "1e30"])
+    assert bad.returncode == 2 and "non-finite" in bad.stderr, bad.stderr
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert {k: v for k, v in after.items() if k != LOCK_NAME} == {
+        k: v for k, v in before.items() if k != LOCK_NAME
+    }
