@@ -24,7 +24,6 @@ from accelerate import Accelerator, PartialState
 from lm.checkpoint import checkpoints
 from lm.data import cycle
 from lm.distributed import cpu_only
-from lm.grading import Grader
 from lm.models import check_model_source
 from lm.report import Panel, plot_curves, report
 from ppo_bridge.cli import run_command
@@ -51,6 +50,60 @@ class Method(Protocol):
     def load_checkpoint(self, folder: Path) -> None: ...
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a command's grades are kept, summarised and shown: `samples(ro, n)` what the "before"
+    grading keeps beside its metrics; `summary(before, after)` the summary's grade keys;
+    `show(before, after, ro_after, n)` the printed report."""
+
+    samples: Callable[[Any, int], dict[str, Any]]
+    summary: Callable[[dict, dict], dict[str, Any]]
+    show: Callable[[dict, dict, Any, int], None]
+
+
+def _rlhf_samples(ro: Any, n: int) -> dict[str, Any]:
+    return {"prompts": ro.prompts[:n], "responses": ro.responses[:n]}
+
+
+def _rlhf_summary(before: dict, after: dict) -> dict[str, Any]:
+    b = before["metrics"]
+    return {
+        "gold_before": b.get("gold"),
+        "gold_after": after.get("gold"),
+        "rm_before": b["score"],
+        "rm_after": after["score"],
+        "kl": after["kl"],
+        "eos_fraction": after["eos_fraction"],
+        "eos_fraction_before": b["eos_fraction"],
+    }
+
+
+def _rlhf_show(before: dict, after: dict, ro_after: Any, n: int) -> None:
+    responses_after = ro_after.responses[: len(before["responses"])]
+    m = before["metrics"]
+    report(m, after, before["prompts"], before["responses"], responses_after, n)
+
+
+RLHF = Outcome(_rlhf_samples, _rlhf_summary, _rlhf_show)  # prompts in, graded responses out
+
+
+def rlhf_inputs(args: argparse.Namespace, command: Command, cfg: Any) -> World | None:
+    """lm.train / lm.dpo: check the model flags; the toy world supplies what is not given."""
+    for flag, key in MODEL_FLAGS:
+        check_model_source(flag, getattr(args, key))
+    if args.eval_samples < 1:
+        raise ValueError(f"--eval-samples must be >= 1, got {args.eval_samples}")
+    if args.policy and args.reward_model and getattr(args, command.data):
+        return None
+    return load_world(args)
+
+
+class Grading(Protocol):
+    """What grades a method before and after training (a `Grader`, or the trainer itself)."""
+
+    def evaluate(self) -> tuple[dict[str, float], Any]: ...
+
+
 @dataclass
 class Command:
     """What one command adds to the skeleton.
@@ -71,12 +124,15 @@ class Command:
     files: tuple[str, ...]  # what --overwrite deletes (glob patterns); the rest of --out stays
     read_state: Callable[[Path], dict]
     make_config: Callable[[dict[str, Any], dict | None], Any]
-    build: Callable[[argparse.Namespace, Any, Any, Path], tuple[Method, Grader]]
+    build: Callable[[argparse.Namespace, Any, Any, Path], tuple[Method, Grading]]
     summary: Callable[[Method, Any], dict[str, Any]]
     panels: Sequence[Panel]
     title: str
     xlabel: str = "iteration"
     finish: Callable[[argparse.Namespace, Method, Path], None] | None = None  # after the save
+    outcome: Outcome = RLHF
+    # checks the flags and loads what `build` needs besides its config (the toy world, or None)
+    inputs: Callable[[argparse.Namespace, Command, Any], Any] = rlhf_inputs
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
@@ -109,17 +165,11 @@ def run(args: argparse.Namespace, command: Command) -> dict:
         checkpoint = newest_checkpoint(out)
         saved = command.read_state(checkpoint)
         take_sources(args, checkpoint, saved["run_info"], command.sources)
-    for flag, key in MODEL_FLAGS:
-        check_model_source(flag, getattr(args, key))
-    if args.eval_samples < 1:
-        raise ValueError(f"--eval-samples must be >= 1, got {args.eval_samples}")
     try:
         cfg = command.make_config(args.overrides, saved["config"] if saved else None)
     except TypeError as err:  # a saved config with fields this version does not have
         raise ValueError(f"--resume: {checkpoint} has a config of another version: {err}") from None
-    world = None
-    if not (args.policy and args.reward_model and getattr(args, command.data)):
-        world = load_world(args)
+    world = command.inputs(args, command, cfg)
     method, grader = command.build(args, cfg, world, out)
     acc = method.accelerator
     main = acc.is_main_process
@@ -132,11 +182,7 @@ def run(args: argparse.Namespace, command: Command) -> dict:
         local_paths = {k: local(sources[k]) for k in command.paths}
         method.run_info["sources"] = {**sources, **local_paths}
         metrics, ro = grader.evaluate()
-        method.run_info["before"] = {
-            "metrics": metrics,
-            "prompts": ro.prompts[: args.show],
-            "responses": ro.responses[: args.show],
-        }
+        method.run_info["before"] = {"metrics": metrics, **command.outcome.samples(ro, args.show)}
     before = method.run_info["before"]
 
     def first_step_done() -> None:
@@ -154,13 +200,7 @@ def run(args: argparse.Namespace, command: Command) -> dict:
         if command.finish is not None:
             command.finish(args, method, out)
         summary = {
-            "gold_before": before["metrics"].get("gold"),
-            "gold_after": after.get("gold"),
-            "rm_before": before["metrics"]["score"],
-            "rm_after": after["score"],
-            "kl": after["kl"],
-            "eos_fraction": after["eos_fraction"],
-            "eos_fraction_before": before["metrics"]["eos_fraction"],
+            **command.outcome.summary(before, after),
             "iterations": method.iteration,
             "train_s": train_s,
             **command.summary(method, cfg),
@@ -169,15 +209,7 @@ def run(args: argparse.Namespace, command: Command) -> dict:
             "out": str(out),
         }
         if main:
-            shown = len(before["responses"])
-            report(
-                before["metrics"],
-                after,
-                before["prompts"],
-                before["responses"],
-                ro_after.responses[:shown],
-                args.show,
-            )
+            command.outcome.show(before, after, ro_after, args.show)
             history = read_metrics(out / "metrics.csv")
             plot_curves(history, command.panels, out / "curves.png", command.title, command.xlabel)
             print(f"saved the policy to {out / 'policy'}, logs to {out}")

@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lm.agent.builtin import BuiltinSpec, build_policy
 from lm.agent.config import ENV_PRESETS, AgentConfig
 from lm.agent.report import PANELS, report
-from lm.agent.trainer import AgentTrainer, read_agent_state
+from lm.agent.trainer import AgentRollout, AgentTrainer, read_agent_state
 from lm.models import check_model_source, load_causal_lm, load_tokenizer
-from lm.report import plot_curves
-from lm.run import cli_main, local, newest_checkpoint, run_markers, take_sources
+from lm.run import Command, Outcome, cli_main
+from lm.run import run as run_skeleton
 from lm.world import default_cache_dir
 from ppo_bridge.cli import add_config_arguments, config_overrides
-from ppo_bridge.logs import read_metrics
-from ppo_bridge.rundir import check_run_dir, run_lock, start_over
 
 SOURCES = (
     "policy",
@@ -72,97 +70,87 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         aliases={"env_id": "--env"},
         default_note=" (before the --algo and env presets)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.overrides = config_overrides(args, AgentConfig)
+    return args
 
 
-def make_config(args: argparse.Namespace, saved: dict) -> AgentConfig:
+def make_config(overrides: dict[str, Any], saved: dict | None) -> AgentConfig:
     """The run's config: a checkpoint's with the flags given over it, or defaults < algo preset <
     env preset < flags."""
-    overrides = config_overrides(args, AgentConfig)
     if "batch_size" in overrides:
         raise ValueError("--batch-size: an iteration plays --n-envs episodes: pass --n-envs")
     if saved:
-        return AgentConfig(**{**saved["config"], **overrides})
+        return AgentConfig(**{**saved, **overrides})
+    overrides = dict(overrides)
     env_preset = ENV_PRESETS.get(overrides.get("env_id", AgentConfig.env_id), {})
     return AgentConfig.for_algo(overrides.pop("algo", "ppo"), **{**env_preset, **overrides})
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Load or build the policy, evaluate, train, evaluate again, save; return the summary."""
-    start = time.perf_counter()
-    out = check_run_dir(
-        args.out, resume=args.resume, overwrite=args.overwrite, markers=run_markers(args.out)
-    )
-    checkpoint, saved = None, {}
-    if args.resume:
-        checkpoint = newest_checkpoint(out)
-        saved = read_agent_state(checkpoint)
-        take_sources(args, checkpoint, saved["run_info"], SOURCES)
-    cfg = make_config(args, saved)
-    cfg.make_env().close()  # an unknown or non-text env stops here, before any model
+def inputs(args: argparse.Namespace, command: Command, cfg: AgentConfig) -> None:
+    """Check the env (an unknown or non-text env stops here, before any model) and the flags."""
+    cfg.make_env().close()
     check_model_source("--policy", args.policy)
     if args.sft_turns is not None and args.sft_turns < 0:
         raise ValueError(f"--sft-turns must be >= 0, got {args.sft_turns}")
-    args.cache = str(Path(args.cache or default_cache_dir()).expanduser().resolve())
-    args.sft_turns = BuiltinSpec.sft_turns if args.sft_turns is None else args.sft_turns
-    # the built-in policy is that of the run's first config (a resumed run's flags may differ)
-    built_for = AgentConfig(**saved["config"]) if saved else cfg
-    policy_dir = args.policy or str(
-        build_policy(
-            built_for,
-            Path(args.cache),
-            BuiltinSpec(sft_turns=args.sft_turns, optimal_share=args.sft_optimal_share),
-        )
-    )
-    tokenizer, policy = load_tokenizer(policy_dir), load_causal_lm(policy_dir)
+
+
+def build(
+    args: argparse.Namespace, cfg: AgentConfig, world: None, out: Path
+) -> tuple[AgentTrainer, AgentTrainer]:
+    """The policy (--policy, else the env's built-in one, built once into the cache and then
+    recorded as the run's --policy, so that --resume reloads that very folder) as the trainer,
+    which also grades itself on the held-out env seeds."""
+    if args.policy is None:
+        cache = Path(args.cache or default_cache_dir()).expanduser().resolve()
+        sft_turns = BuiltinSpec.sft_turns if args.sft_turns is None else args.sft_turns
+        spec = BuiltinSpec(sft_turns=sft_turns, optimal_share=args.sft_optimal_share)
+        args.policy = str(build_policy(cfg, cache, spec))
+    tokenizer, policy = load_tokenizer(args.policy), load_causal_lm(args.policy)
     trainer = AgentTrainer(cfg, policy, tokenizer, out_dir=out)
-    if checkpoint is not None:  # the reference stays the starting policy loaded above
-        trainer.load_checkpoint(checkpoint)
-        print(f"resuming from {checkpoint} (iteration {trainer.iteration})")
-    else:
-        sources = {k: getattr(args, k) for k in SOURCES}
-        trainer.run_info["sources"] = {**sources, "policy": local(args.policy)}
-        metrics, ro = trainer.evaluate()
-        trainer.run_info["before"] = {
-            "metrics": metrics,
-            "transcripts": ro.transcripts[: args.show],
-        }
-    before = trainer.run_info["before"]
+    return trainer, trainer
 
-    def first_step_done() -> None:
-        """--overwrite: the old run goes only once the new one has a completed iteration."""
-        if args.overwrite:
-            start_over(out, FILES)
 
-    with run_lock(out):
-        train_start = time.perf_counter()
-        trainer.train(on_first_step=first_step_done)
-        train_s = time.perf_counter() - train_start
-        after, ro_after = trainer.evaluate()
-        trainer.save(out / "policy")
-    shown = before["transcripts"]
-    report(before["metrics"], after, shown, ro_after.transcripts[: len(shown)])
-    title = f"lm.agent {cfg.algo} on {cfg.env_id} ({cfg.context})"
-    plot_curves(read_metrics(out / "metrics.csv"), PANELS, out / "curves.png", title)
-    print(f"saved the policy to {out / 'policy'}, logs to {out}")
+def _summary(before: dict, after: dict) -> dict[str, Any]:
     b = before["metrics"]
     return {
-        "return_before": b["return"],
-        "return_after": after["return"],
-        "success_before": b["success"],
-        "success_after": after["success"],
-        "turns_before": b["turns"],
-        "turns_after": after["turns"],
+        **{f"{k}_before": b[k] for k in ("return", "success", "turns")},
+        **{f"{k}_after": after[k] for k in ("return", "success", "turns")},
         "invalid_before": b["invalid_actions"],
         "invalid_after": after["invalid_actions"],
         "kl": after["kl"],
-        "train_s": train_s,
-        "wall_s": time.perf_counter() - start,
-        "algo": cfg.algo,
-        "env": cfg.env_id,
-        "iterations": trainer.iteration,
-        "out": str(out),
     }
+
+
+def _show(before: dict, after: dict, ro_after: AgentRollout, n: int) -> None:
+    shown = before["transcripts"]
+    report(before["metrics"], after, shown, ro_after.transcripts[: len(shown)])
+
+
+EPISODES = Outcome(
+    samples=lambda ro, n: {"transcripts": ro.transcripts[:n]}, summary=_summary, show=_show
+)
+
+COMMAND = Command(
+    name="lm.agent",
+    sources=SOURCES,
+    paths=("policy",),
+    data="policy",
+    files=FILES,
+    read_state=read_agent_state,
+    make_config=make_config,
+    build=build,
+    summary=lambda trainer, cfg: {"algo": cfg.algo, "env": cfg.env_id},
+    panels=PANELS,
+    title="lm.agent: an LM acting in a gymnasium text env",
+    outcome=EPISODES,
+    inputs=inputs,
+)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Load or build the policy, evaluate, train, evaluate again, save; return the summary."""
+    return run_skeleton(args, COMMAND)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
