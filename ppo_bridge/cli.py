@@ -57,8 +57,9 @@ def add_config_arguments(
         }
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif choices and field.name in choices:
-            kwargs["choices"] = list(choices[field.name])
+        elif choices and field.name in choices:  # shown, and left to the config to check:
+            kwargs["metavar"] = "{" + ",".join(choices[field.name]) + "}"  # a bad one is one line
+            kwargs["type"] = str
         elif typing.get_origin(kind) is typing.Literal:
             kwargs["choices"] = list(typing.get_args(kind))
         else:

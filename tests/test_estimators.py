@@ -145,3 +145,12 @@ def test_clip_higher_and_the_sequence_ratio_against_their_definitions() -> None:
     seq = sequence_log_ratio(new, old, mask)
     torch.testing.assert_close(seq[0], torch.full((3,), (0.5 - 0.5 + 0.1) / 3, dtype=seq.dtype))
     torch.testing.assert_close(seq[1], torch.full((3,), 0.3 / 2, dtype=seq.dtype))  # pad left out
+
+
+def test_an_unknown_algo_on_the_command_line_is_one_line(tmp_path, capsys) -> None:  # noqa: ANN001
+    from lm.train import main
+
+    assert main(["--algo", "ppo2", "--world", "tiny", "--out", str(tmp_path / "run")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"error: unknown algo 'ppo2': pass one of {', '.join(ESTIMATORS)}"
+    assert not (tmp_path / "run").exists()
