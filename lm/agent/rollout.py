@@ -30,7 +30,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from lm.agent.config import AgentConfig
 from lm.agent.render import Renderer, Transcript
 from lm.models import PolicyWithValueHead
-from lm.sampling import left_pad, policy_forward, reference_logprobs, sample_responses
+from lm.sampling import Reference, left_pad, policy_forward, sample_responses
 
 
 @dataclass
@@ -251,7 +251,7 @@ def turn_forward(
 @torch.no_grad()
 def score_turns(
     policy: PolicyWithValueHead,
-    ref: PreTrainedModel,
+    reference: Reference,
     batch: TurnBatch,
     temperature: float,
     chunk: int,
@@ -266,7 +266,7 @@ def score_turns(
         qr = batch.query_responses[start : start + chunk]
         ids, am = real_turns(qr, batch.attention_mask[start : start + chunk], turns, n_response)
         lp, ent, v = policy_forward(policy, ids, am, n_response, temperature)
-        ref_lp = reference_logprobs(ref, ids, am, n_response, temperature)
+        ref_lp = reference.logprobs(ids, am, n_response, temperature)
         for key, value in zip(parts, (lp, ent, v, ref_lp), strict=True):
             parts[key].append(unflatten(value, turns))
     return {k: torch.cat(v) for k, v in parts.items()}

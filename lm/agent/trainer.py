@@ -9,7 +9,6 @@ eval mode, in training too, so the rollout's and the update's log-probs are the 
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -46,6 +45,7 @@ from lm.loop import train_loop
 from lm.models import PolicyWithValueHead, model_context
 from lm.ppo.checkpoint import PPO_STATE, PPO_STATE_FILE
 from lm.rewards import check_scores
+from lm.sampling import Reference
 from ppo_bridge import (
     AdaptiveKLController,
     Evaluation,
@@ -79,7 +79,7 @@ class AgentTrainer:
 
     The reward is the env's, per turn; `reward_funcs` f(transcripts) -> scores add an
     end-of-episode score (weighted by `reward_weights`, default 1, each logged as
-    `rewards/<name>`). The reference is a frozen copy of the starting policy.
+    `rewards/<name>`). The reference is a frozen copy of the starting policy (`Reference`).
     """
 
     def __init__(
@@ -116,8 +116,8 @@ class AgentTrainer:
                 f"max_new_tokens {cfg.max_new_tokens}: an action cannot be as long as the model "
                 f"context ({self.context_limit} tokens)"
             )
-        self.ref = copy.deepcopy(policy).to(acc.device).eval().requires_grad_(False)
         model = PolicyWithValueHead(policy)
+        self.reference = Reference(model, acc.device)  # a frozen copy of the starting policy
         model.value_head.requires_grad_(cfg.critic)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, eps=1e-5, fused=True)
@@ -171,7 +171,7 @@ class AgentTrainer:
         chunk = cfg.minibatch_size // cfg.grad_accum_steps
         bootstrap = torch.full((len(episodes),), torch.nan, device=acc.device)
         with acc.autocast():
-            scored = score_turns(self.policy, self.ref, batch, cfg.temperature, chunk)
+            scored = score_turns(self.policy, self.reference, batch, cfg.temperature, chunk)
             cut = [e for e, ep in enumerate(episodes) if ep.bootstrap_context is not None]
             if cfg.critic and cut:
                 contexts = [episodes[e].bootstrap_context for e in cut]
