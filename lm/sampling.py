@@ -62,8 +62,10 @@ def sample_responses(
     top_k: int,
     top_p: float,
     max_new_tokens: int,
+    stop_ids: Sequence[int] = (),
 ) -> Tensor:
-    """Sample [B, R] response ids (R <= max_new_tokens); finished rows are padded with pad_id.
+    """Sample [B, R] response ids (R <= max_new_tokens); finished rows are padded with pad_id. A
+    row finishes at EOS, or at any of `stop_ids` (lm.agent: the tokens that hold its stop string).
 
     Tokens come from softmax(logits / T), truncated by top_k / top_p unless they are 0 / 1. PPO
     keeps them off (`LMPPOConfig`): its log-probs are those of the untruncated distribution.
@@ -77,7 +79,7 @@ def sample_responses(
         top_k=top_k,
         top_p=top_p,
         max_new_tokens=max_new_tokens,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=[tokenizer.eos_token_id, *stop_ids] if stop_ids else tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     model = lm.lm if isinstance(lm, PolicyWithValueHead) else lm

@@ -17,7 +17,6 @@ response tokens.
 
 from __future__ import annotations
 
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -120,11 +119,6 @@ def play(
     if len(seeds) > len(envs):
         raise ValueError(f"{len(seeds)} episodes need as many envs, got {len(envs)}")
     stop_ids = stop_token_ids(tokenizer, cfg.stop) if stop_ids is None else list(stop_ids)
-    # sample_responses reads these two attributes only: generate then stops a row at EOS or at
-    # any token holding the stop string, and fills finished rows with the pad id
-    stopper = types.SimpleNamespace(
-        eos_token_id=[tokenizer.eos_token_id, *stop_ids], pad_token_id=tokenizer.pad_token_id
-    )
     episodes, contexts = [], []
     for env, seed in zip(envs, seeds, strict=False):
         obs, _ = env_call(cfg.env_id, f"reset(seed={seed})", env.reset, seed=int(seed))
@@ -144,11 +138,12 @@ def play(
             policy,
             query.to(device),
             query_mask.to(device),
-            stopper,
+            tokenizer,
             temperature=cfg.temperature,
             top_k=cfg.top_k,
             top_p=cfg.top_p,
             max_new_tokens=cfg.max_new_tokens,
+            stop_ids=stop_ids,
         ).tolist()
         still = []
         for i, sampled in zip(live, responses, strict=True):
